@@ -1,0 +1,593 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: greenflow platform engineers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: nginx_upstream
+short_description: Weighted blue/green traffic switching of one app on nginx
+version_added: 0.1.0
+description:
+  - Owns one generated nginx file per app (O(conf_path)) holding two upstream pools,
+    C(<app>_blue) and C(<app>_green), and a C(split_clients) block that sends each request to
+    a pool with the requested share. It never edits a human's C(nginx.conf); the vhost that
+    serves the app does C(proxy_pass http://$<app>_backend;) (returned as RV(proxy_pass_target)),
+    and the file must be included at C(http) level (C(conf.d/*.conf) is, on Debian).
+  - "Why C(split_clients) on C($request_id) and not server weights: nginx weights start at 1,
+    so a weight cannot express 0 %, and weights spread over one mixed upstream would let
+    C(proxy_next_upstream) retry a failing canary request on the old colour, hiding the canary's
+    errors. C($request_id) is 16 random bytes per request, so each request independently lands
+    in a pool with exactly the configured probability (no stickiness, same split for every
+    worker), retries stay inside the chosen pool, and a pool at 0 % has no entry in the
+    C(split_clients) block: it receives no request at all. At 100/0 the variable maps to one
+    pool only. The split is random per request: over N requests the observed share deviates
+    from the target by about sqrt(p(1-p)/N) (1.1 points at 50 % over 2,000 requests)."
+  - Writes the file atomically (temporary file in the same directory, fsync, rename; mode and
+    owner of the previous file are kept), validates the whole nginx configuration with
+    C(nginx -t), then reloads nginx gracefully (SIGHUP to the master; old workers finish their
+    in-flight requests) and waits until the master has started new workers.
+  - When validation or the reload fails, the previous file is put back (or the new one removed
+    if there was none), nginx keeps serving the previous split, and the module fails with
+    nginx's own message.
+  - Runs on the same app serialize on an C(flock) lock file next to O(conf_path)
+    (C(.<file name>.lock)); the validate-and-reload step also takes a lock per directory so that
+    two apps sharing one nginx do not validate each other's half-finished change.
+  - "Reading only: with neither O(pools) nor O(shares) the module changes nothing and returns
+    the current state parsed from the file's C(# greenflow-state:) header (handy for rollback
+    and the cutover). With only O(shares), the pools in the file are kept (a pure traffic shift);
+    with only O(pools), the shares in the file are kept. O(keepalive), O(max_fails) and
+    O(fail_timeout) also keep their values from the file when omitted."
+  - The same input twice gives C(changed=false) and no reload.
+author:
+  - greenflow platform engineers
+options:
+  app:
+    description:
+      - Name of the app; 1-48 lowercase letters, digits and underscores, starting with a letter.
+      - Used in the names C(<app>_blue), C(<app>_green) and C($<app>_backend).
+    type: str
+    required: true
+  pools:
+    description:
+      - Servers of each colour, as C(host:port) (IPv4, hostname or C([IPv6])). Colours are
+        C(blue) and C(green) only; a missing colour is an empty pool.
+      - A pool without servers must have a share of 0 (it gets no upstream block).
+      - Omitted, the pools of the existing file are kept.
+    type: dict
+  shares:
+    description:
+      - Integer percent of requests per colour, each 0-100, together exactly 100. A missing
+        colour is 0.
+      - Omitted, the shares of the existing file are kept; with O(pools) also omitted the module
+        only reads the current state.
+    type: dict
+  conf_path:
+    description:
+      - The generated file. Default C(/etc/nginx/conf.d/greenflow-upstream-<app>.conf).
+      - One file per app; a file that exists without the module's header is never overwritten.
+    type: path
+  keepalive:
+    description:
+      - Idle keep-alive connections to the servers of each pool, cached per nginx worker
+        (C(keepalive) directive); 0 disables. The vhost needs C(proxy_http_version 1.1) and
+        C(proxy_set_header Connection "") for it to apply.
+      - Default 32, or the value in the existing file.
+    type: int
+  max_fails:
+    description:
+      - C(max_fails) of every server (0 disables passive health marking). Default 1, or the
+        value in the existing file.
+    type: int
+  fail_timeout:
+    description:
+      - C(fail_timeout) of every server, in seconds. Default 10, or the value in the existing file.
+    type: int
+  validate:
+    description:
+      - Run C(nginx -t) on the whole configuration after writing the file; on failure the
+        previous file is restored.
+    type: bool
+    default: true
+  reload:
+    description:
+      - Reload nginx (SIGHUP to the master read from the pid file) after a change.
+      - If nginx is not running the file is still written and validated, RV(reloaded) is
+        false and a warning says so.
+    type: bool
+    default: true
+  nginx_bin:
+    description: The nginx binary (name in C(PATH) or absolute path).
+    type: str
+    default: nginx
+  nginx_conf:
+    description:
+      - Main configuration file of the nginx instance to drive, passed as C(-c) to C(nginx -t)
+        and read for its C(pid) directive.
+    type: path
+    default: /etc/nginx/nginx.conf
+  nginx_prefix:
+    description:
+      - Prefix path of the nginx instance (C(-p)), for instances whose config uses relative
+        paths. Default the binary's compiled-in prefix.
+    type: path
+  nginx_pid:
+    description:
+      - Pid file of the nginx master. Default the C(pid) directive of O(nginx_conf), else the
+        binary's compiled-in pid path.
+    type: path
+  lock_timeout:
+    description: Seconds to wait for another run on the same app to release the lock.
+    type: int
+    default: 60
+  reload_timeout:
+    description:
+      - Seconds to wait, after SIGHUP, for the master to start workers with the new
+        configuration. If it does not, the reload is considered failed and the previous file is
+        restored.
+    type: int
+    default: 15
+notes:
+  - Check mode computes the new file, the diff and the result, and touches nothing.
+  - Run it on the load balancer host, as a user that can write O(conf_path) and signal nginx.
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  idempotent:
+    support: full
+seealso:
+  - name: nginx split_clients
+    description: The directive that splits requests between the pools.
+    link: https://nginx.org/en/docs/http/ngx_http_split_clients_module.html
+"""
+
+EXAMPLES = r"""
+- name: First install of the app on the load balancer, all traffic on blue
+  greenflow.platform.nginx_upstream:
+    app: demo
+    pools:
+      blue: ["10.0.0.11:8081", "10.0.0.12:8081"]
+      green: ["10.0.0.11:8082", "10.0.0.12:8082"]
+    shares:
+      blue: 100
+      green: 0
+
+- name: Canary - send 5 % of requests to green
+  greenflow.platform.nginx_upstream:
+    app: demo
+    shares:
+      blue: 95
+      green: 5
+  register: canary
+
+- name: Show where the vhost must proxy to
+  ansible.builtin.debug:
+    msg: "proxy_pass {{ canary.proxy_pass_target }}; (was {{ canary.previous_shares }})"
+
+- name: Read the current split without changing anything
+  greenflow.platform.nginx_upstream:
+    app: demo
+  register: current
+
+- name: Roll back - everything on blue again
+  greenflow.platform.nginx_upstream:
+    app: demo
+    shares:
+      blue: 100
+      green: 0
+
+- name: Drive an nginx instance with its own config and prefix
+  greenflow.platform.nginx_upstream:
+    app: demo
+    conf_path: /srv/lb/conf/greenflow-upstream-demo.conf
+    nginx_conf: /srv/lb/conf/nginx.conf
+    nginx_prefix: /srv/lb
+    pools:
+      blue: ["127.0.0.1:8081"]
+      green: ["127.0.0.1:8082"]
+    shares:
+      blue: 50
+      green: 50
+"""
+
+RETURN = r"""
+conf_path:
+  description: The generated file.
+  returned: always
+  type: str
+  sample: /etc/nginx/conf.d/greenflow-upstream-demo.conf
+shares:
+  description: Shares in effect after the run (the current ones when only reading).
+  returned: always
+  type: dict
+  sample: {"blue": 95, "green": 5}
+previous_shares:
+  description:
+    - Shares read back from the file before the run; empty when the file did not exist.
+  returned: always
+  type: dict
+  sample: {"blue": 100, "green": 0}
+pools:
+  description: Servers of each pool after the run.
+  returned: always
+  type: dict
+  sample: {"blue": ["10.0.0.11:8081"], "green": ["10.0.0.11:8082"]}
+previous_pools:
+  description: Servers of each pool before the run; empty when the file did not exist.
+  returned: always
+  type: dict
+  sample: {"blue": ["10.0.0.11:8081"], "green": []}
+reloaded:
+  description: Whether nginx was reloaded (and loaded the new configuration).
+  returned: always
+  type: bool
+  sample: true
+validated:
+  description: Whether C(nginx -t) ran and passed on the new configuration.
+  returned: always
+  type: bool
+  sample: true
+proxy_pass_target:
+  description:
+    - The exact target a vhost puts after C(proxy_pass) to reach the app; the variable is set by
+      the C(split_clients) block in the generated file.
+  returned: always
+  type: str
+  sample: http://$demo_backend
+backend_variable:
+  description: The nginx variable naming the chosen pool; log it to see the pool per request.
+  returned: always
+  type: str
+  sample: $demo_backend
+upstreams:
+  description: Names of the upstream blocks in the file (a pool without servers has none).
+  returned: always
+  type: list
+  elements: str
+  sample: ["demo_blue", "demo_green"]
+read_only:
+  description: True when neither O(pools) nor O(shares) was given and nothing was changed.
+  returned: always
+  type: bool
+  sample: false
+"""
+
+import os
+import signal
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.greenflow.platform.plugins.module_utils._atomic_file import (
+    AtomicFileError,
+    FileLock,
+    atomic_write,
+    check_writable_dir,
+    lock_path_for,
+    read_snapshot,
+    restore,
+)
+from ansible_collections.greenflow.platform.plugins.module_utils._nginx_upstream import (
+    COLOURS,
+    UpstreamError,
+    backend_variable,
+    compiled_defaults,
+    default_conf_path,
+    main_directives,
+    normalize_pools,
+    normalize_shares,
+    parse_state,
+    proxy_pass_target,
+    render,
+    resolve_desired,
+    upstream_names,
+    validate_app,
+)
+
+
+class Nginx:
+    """The nginx instance named by nginx_bin / nginx_conf / nginx_prefix / nginx_pid."""
+
+    def __init__(self, module):
+        self.module = module
+        p = module.params
+        self.conf = p["nginx_conf"]
+        self.prefix = p["nginx_prefix"]
+        self.pid_file = p["nginx_pid"]
+        self.bin = p["nginx_bin"]
+        self._compiled = None
+
+    def _resolve_bin(self):
+        if os.sep in self.bin:
+            return self.bin
+        return self.module.get_bin_path(self.bin, required=True, opt_dirs=["/usr/sbin", "/usr/local/sbin"])
+
+    def base_cmd(self):
+        cmd = [self._resolve_bin(), "-c", self.conf]
+        if self.prefix:
+            cmd += ["-p", self.prefix]
+        return cmd
+
+    def compiled(self):
+        if self._compiled is None:
+            rc, out, err = self.module.run_command([self._resolve_bin(), "-V"])
+            self._compiled = compiled_defaults((out or "") + (err or ""))
+        return self._compiled
+
+    def _abs(self, path):
+        if os.path.isabs(path):
+            return path
+        prefix = self.prefix or self.compiled().get("prefix") or "/"
+        return os.path.join(prefix, path)
+
+    def _main_directives(self):
+        try:
+            with open(self.conf, "r") as f:
+                return main_directives(f.read())
+        except (IOError, OSError):
+            return {}
+
+    def test(self):
+        """nginx -t on the whole config; returns (ok, message)."""
+        rc, out, err = self.module.run_command(self.base_cmd() + ["-t"])
+        msg = "\n".join(x.strip() for x in (err, out) if x and x.strip())
+        return rc == 0, msg
+
+    def master_pid(self):
+        pid_file = self.pid_file or self._main_directives().get("pid") or self.compiled().get("pid-path")
+        if not pid_file:
+            return None, None
+        pid_file = self._abs(pid_file)
+        try:
+            with open(pid_file) as f:
+                pid = int(f.read().strip())
+            os.kill(pid, 0)
+        except (IOError, OSError, ValueError):
+            return None, pid_file
+        return pid, pid_file
+
+    @staticmethod
+    def children(pid):
+        kids = set()
+        try:
+            entries = os.listdir("/proc")
+        except OSError:
+            return None
+        for entry in entries:
+            if not entry.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    data = f.read()
+            except (IOError, OSError):
+                continue
+            fields = data[data.rfind(")") + 2:].split()
+            if len(fields) > 1 and fields[1] == str(pid):
+                kids.add(int(entry))
+        return kids
+
+    def error_log_tail(self, since_size):
+        path = self._main_directives().get("error_log") or self.compiled().get("error-log-path")
+        if not path or path == "stderr":
+            return ""
+        path = self._abs(path)
+        try:
+            with open(path, "rb") as f:
+                f.seek(since_size or 0)
+                data = f.read(64 * 1024).decode("utf-8", "replace")
+        except (IOError, OSError):
+            return ""
+        lines = [ln for ln in data.splitlines() if "[emerg]" in ln or "[alert]" in ln or "[crit]" in ln]
+        return "\n".join(lines[-5:])
+
+    def error_log_size(self):
+        path = self._main_directives().get("error_log") or self.compiled().get("error-log-path")
+        if not path or path == "stderr":
+            return 0
+        try:
+            return os.path.getsize(self._abs(path))
+        except OSError:
+            return 0
+
+    def reload(self, pid, timeout):
+        """SIGHUP the master and wait for new workers. Returns (ok, message)."""
+        before = self.children(pid)
+        log_size = self.error_log_size()
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except OSError as exc:
+            return False, "cannot signal nginx master %d: %s" % (pid, exc.strerror)
+        if before is None:  # no /proc: cannot verify, trust the signal
+            return True, ""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = self.children(pid)
+            if now - before:
+                return True, ""
+            time.sleep(0.02)
+        detail = self.error_log_tail(log_size)
+        return False, (
+            "nginx master %d did not start workers with the new configuration within %d s after "
+            "SIGHUP; it keeps the previous one. %s" % (pid, timeout, detail or "See nginx's error log.")
+        ).strip()
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            app=dict(type="str", required=True),
+            pools=dict(type="dict"),
+            shares=dict(type="dict"),
+            conf_path=dict(type="path"),
+            keepalive=dict(type="int"),
+            max_fails=dict(type="int"),
+            fail_timeout=dict(type="int"),
+            validate=dict(type="bool", default=True),
+            reload=dict(type="bool", default=True),
+            nginx_bin=dict(type="str", default="nginx"),
+            nginx_conf=dict(type="path", default="/etc/nginx/nginx.conf"),
+            nginx_prefix=dict(type="path"),
+            nginx_pid=dict(type="path"),
+            lock_timeout=dict(type="int", default=60),
+            reload_timeout=dict(type="int", default=15),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    app = p["app"]
+    try:
+        validate_app(app)
+        # Validate what was given before touching anything (not even the lock file).
+        if p["pools"] is not None:
+            normalize_pools(p["pools"])
+        if p["shares"] is not None:
+            normalize_shares(p["shares"])
+    except UpstreamError as exc:
+        module.fail_json(msg=str(exc))
+    conf_path = p["conf_path"] or default_conf_path(app)
+    read_only = p["pools"] is None and p["shares"] is None
+
+    result = dict(
+        changed=False,
+        conf_path=conf_path,
+        proxy_pass_target=proxy_pass_target(app),
+        backend_variable=backend_variable(app),
+        reloaded=False,
+        validated=False,
+        read_only=read_only,
+    )
+
+    if read_only:
+        try:
+            snap = read_snapshot(conf_path)
+            current = parse_state(snap.text())
+        except (AtomicFileError, UpstreamError) as exc:
+            module.fail_json(msg="%s: %s" % (conf_path, exc), **result)
+        empty = dict((c, []) for c in COLOURS)
+        pools = normalize_pools(current["pools"]) if current else {}
+        shares = normalize_shares(current["shares"]) if current else {}
+        result.update(
+            shares=shares, previous_shares=shares, pools=pools, previous_pools=pools,
+            upstreams=upstream_names(app, pools or empty),
+        )
+        module.exit_json(**result)
+
+    try:
+        check_writable_dir(conf_path)
+    except AtomicFileError as exc:
+        module.fail_json(msg="cannot manage %s: %s" % (conf_path, exc), **result)
+
+    try:
+        app_lock = FileLock(lock_path_for(conf_path), timeout=p["lock_timeout"]).acquire()
+    except AtomicFileError as exc:
+        module.fail_json(msg=str(exc), **result)
+    try:
+        run(module, p, app, conf_path, result)
+    finally:
+        app_lock.release()
+    module.exit_json(**result)
+
+
+def run(module, p, app, conf_path, result):
+    try:
+        before = read_snapshot(conf_path)
+        current = parse_state(before.text())
+    except (AtomicFileError, UpstreamError) as exc:
+        module.fail_json(msg="%s: %s" % (conf_path, exc), **result)
+    try:
+        desired = resolve_desired(
+            app, p["pools"], p["shares"], p["keepalive"], p["max_fails"], p["fail_timeout"], current
+        )
+    except UpstreamError as exc:
+        module.fail_json(msg=str(exc), **result)
+
+    previous_shares = normalize_shares(current["shares"]) if current else {}
+    previous_pools = normalize_pools(current["pools"]) if current else {}
+    new_text = render(app, desired["pools"], desired["shares"], desired["keepalive"],
+                      desired["max_fails"], desired["fail_timeout"])
+    result.update(
+        shares=desired["shares"], previous_shares=previous_shares,
+        pools=desired["pools"], previous_pools=previous_pools,
+        upstreams=upstream_names(app, desired["pools"]),
+    )
+    old_text = before.text()
+    if old_text == new_text:
+        return
+    result["changed"] = True
+    if module._diff:
+        result["diff"] = dict(
+            before=old_text or "", after=new_text,
+            before_header=conf_path, after_header=conf_path,
+        )
+    if module.check_mode:
+        return
+
+    nginx = Nginx(module)
+    # One nginx validates and reloads one change at a time, whatever the app.
+    dir_lock_path = os.path.join(os.path.dirname(os.path.abspath(conf_path)), ".greenflow-nginx.lock")
+    try:
+        dir_lock = FileLock(dir_lock_path, timeout=p["lock_timeout"]).acquire()
+    except AtomicFileError as exc:
+        module.fail_json(msg=str(exc), **result)
+    try:
+        apply_change(module, p, nginx, conf_path, before, new_text, result)
+    finally:
+        dir_lock.release()
+
+
+def apply_change(module, p, nginx, conf_path, before, new_text, result):
+    def give_back(msg):
+        try:
+            restore(conf_path, before)
+        except AtomicFileError as exc:
+            msg += " RESTORING THE PREVIOUS FILE FAILED TOO: %s" % exc
+        else:
+            msg += " The previous %s was %s; nginx keeps serving the previous split." % (
+                conf_path, "restored" if before.exists else "absent and the new one was removed")
+        result["changed"] = False
+        result["shares"] = result["previous_shares"]
+        result["pools"] = result["previous_pools"]
+        module.fail_json(msg=msg, **result)
+
+    try:
+        atomic_write(conf_path, new_text.encode("utf-8"), like=before)
+    except AtomicFileError as exc:
+        module.fail_json(msg=str(exc), **result)
+
+    if p["validate"]:
+        try:
+            ok, msg = nginx.test()
+        except Exception as exc:  # e.g. nginx binary missing; the file must go back
+            ok, msg = False, str(exc)
+        if not ok:
+            give_back("nginx -t failed with the new upstream file: %s." % msg)
+        result["validated"] = True
+
+    if p["reload"]:
+        pid, pid_file = nginx.master_pid()
+        if pid is None:
+            module.warn(
+                "nginx is not running (no live master in pid file %s): the file was written%s, "
+                "nginx will use it when it starts" % (pid_file, " and validated" if p["validate"] else "")
+            )
+            return
+        ok, msg = nginx.reload(pid, p["reload_timeout"])
+        if not ok:
+            # If the master was only slow, a second HUP after the restore brings it back to the
+            # previous file too; if it had rejected the change, it reloads what it already runs.
+            try:
+                os.kill(pid, signal.SIGHUP)
+            except OSError:
+                pass
+            give_back("reload failed: %s." % msg)
+        result["reloaded"] = True
+
+
+if __name__ == "__main__":
+    main()
