@@ -75,5 +75,5 @@ docker build -q -t "$IMAGE" \
   --build-arg ROOTFS="$ROOTFS_IMAGE" \
   --build-arg NEED_PACKAGES="$NEED_PACKAGES" \
   --build-arg PACKAGES="${PACKAGES//,/ }" \
-  "$HERE/images/host" >/dev/null
+  "$HERE/images/host" >/dev/null 2>"$HERE/.build.log" || { cat "$HERE/.build.log" >&2; exit 1; }
 echo "built: $IMAGE"

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""The lab's demo app: a tiny HTTP service to release, break and roll back.
+
+Endpoints: ``/`` (JSON: version, host), ``/version`` (the version, plain text), ``/health``.
+Fault knobs, read from the environment at start, so a test can make a bad release without a new image:
+
+- ``DEMO_ERROR_RATE``: fraction of requests (not ``/health``) answered 500, e.g. ``0.3``;
+- ``DEMO_LATENCY_MS``: delay added to every request (not ``/health``);
+- ``DEMO_HEALTHY``: ``false`` makes ``/health`` answer 503.
+
+``DEMO_VERSION`` is baked into the image at build time; ``DEMO_PORT`` (default 8000) is where it listens.
+On SIGTERM it stops accepting, finishes the requests in flight and exits.
+"""
+import json
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def _env_float(name, default):
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        sys.exit(f"{name} must be a number, got {os.environ.get(name)!r}")
+
+
+VERSION = os.environ.get("DEMO_VERSION", "0")
+PORT = int(os.environ.get("DEMO_PORT", "8000"))
+ERROR_RATE = _env_float("DEMO_ERROR_RATE", 0)
+LATENCY_S = _env_float("DEMO_LATENCY_MS", 0) / 1000.0
+HEALTHY = os.environ.get("DEMO_HEALTHY", "true").lower() not in ("false", "0", "no")
+HOST = socket.gethostname()
+
+
+class DemoHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "greenflow-demo"
+
+    def _send(self, status, body, content_type="text/plain"):
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("X-Demo-Version", VERSION)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        path = self.path.split("?", 1)[0]
+        if path == "/health":
+            if HEALTHY:
+                self._send(200, "ok\n")
+            else:
+                self._send(503, "unhealthy (DEMO_HEALTHY=false)\n")
+            return
+        if LATENCY_S:
+            time.sleep(LATENCY_S)
+        if ERROR_RATE and random.random() < ERROR_RATE:
+            self._send(500, "injected failure (DEMO_ERROR_RATE)\n")
+            return
+        if path == "/version":
+            self._send(200, VERSION + "\n")
+        else:
+            body = json.dumps({"app": "demo", "version": VERSION, "host": HOST}) + "\n"
+            self._send(200, body, "application/json")
+
+    do_HEAD = do_GET
+
+    def log_message(self, fmt, *args):  # access logs belong to nginx; keep stdout quiet
+        pass
+
+
+class DemoServer(ThreadingHTTPServer):
+    daemon_threads = False  # server_close() waits for requests in flight
+    allow_reuse_address = True
+
+
+def main():
+    server = DemoServer(("0.0.0.0", PORT), DemoHandler)
+
+    def stop(signum, frame):
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"demo app version {VERSION} on :{PORT}", flush=True)
+    server.serve_forever(poll_interval=0.2)
+    server.server_close()
+
+
+if __name__ == "__main__":
+    main()
