@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One line per lab host: container state, systemd state, address on the lab network, published ports.
 set -uo pipefail
-label="${LAB_LABEL:-greenflow.lab}"
+# Only this lab: the one named by GREENFLOW_LAB_PREFIX (none by default), as lab-up labelled it.
+label="greenflow.lab=${GREENFLOW_LAB_PREFIX:-}greenflow-lab"
 ids=$(docker ps -aq --filter "label=$label" 2>/dev/null)
 if [ -z "$ids" ]; then
   echo "The lab is down (no container labelled $label). Start it with: make lab-up"

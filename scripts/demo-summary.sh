@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What `make demo` prints at the end: where to look.
 set -uo pipefail
-http_port="${LAB_LB_HTTP_PORT:-8080}"
-https_port="${LAB_LB_HTTPS_PORT:-8443}"
+http_port="${GREENFLOW_LAB_HTTP_PORT:-8080}"
+https_port="${GREENFLOW_LAB_HTTPS_PORT:-8443}"
+lb="${GREENFLOW_LAB_PREFIX:-}lb-1"
 cat <<MSG
 
 The lab is up. Where to look:
@@ -10,10 +11,10 @@ The lab is up. Where to look:
                      http://127.0.0.1:${http_port}/     (redirects to https)
   the live release   curl -k https://127.0.0.1:${https_port}/version
   lab hosts          make lab-status
-  a shell on a host  docker exec -it lb-1 bash
+  a shell on a host  docker exec -it $lb bash
   Ansible            . .venv/bin/activate && ansible all -m ping
   tear down          make lab-down
 MSG
-if ! docker exec lb-1 test -x /usr/sbin/nginx 2>/dev/null; then
-  echo "  (nginx is not provisioned on lb-1 yet: the load balancer URLs answer once site.yml installs it)"
+if ! docker exec "$lb" test -x /usr/sbin/nginx 2>/dev/null; then
+  echo "  (nginx is not provisioned on $lb yet: the load balancer URLs answer once site.yml installs it)"
 fi
