@@ -1,0 +1,94 @@
+"""The lab's demo app, run as a real process on 127.0.0.1: endpoints, fault knobs, graceful stop."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+APP = os.path.join(REPO_ROOT, "lab", "images", "demo-app", "app.py")
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(port, path, timeout=5):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+@pytest.fixture
+def demo_app():
+    """Start the app with the given environment; stop every process at the end."""
+    procs = []
+
+    def start(**env):
+        port = _free_port()
+        full_env = dict(os.environ, DEMO_PORT=str(port), DEMO_VERSION="7", **env)
+        proc = subprocess.Popen([sys.executable, APP], env=full_env, stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        proc.stdout.readline()  # "demo app version ... on :port" once it listens
+        return proc, port
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_version_health_and_root(demo_app):
+    _, port = demo_app()
+    assert _get(port, "/version") == (200, "7\n")
+    assert _get(port, "/health") == (200, "ok\n")
+    status, body = _get(port, "/")
+    assert status == 200 and '"version": "7"' in body
+
+
+def test_error_rate_knob_fails_requests_but_not_health(demo_app):
+    _, port = demo_app(DEMO_ERROR_RATE="1")
+    assert [_get(port, "/version")[0] for _ in range(20)] == [500] * 20
+    assert _get(port, "/health")[0] == 200
+
+
+def test_error_rate_knob_is_a_fraction(demo_app):
+    _, port = demo_app(DEMO_ERROR_RATE="0.5")
+    failures = sum(_get(port, "/")[0] == 500 for _ in range(400))
+    assert 120 < failures < 280  # binomial(400, 0.5): far outside 6 sigma otherwise
+
+
+def test_unhealthy_knob(demo_app):
+    _, port = demo_app(DEMO_HEALTHY="false")
+    assert _get(port, "/health")[0] == 503
+    assert _get(port, "/version")[0] == 200
+
+
+def test_latency_knob_delays_requests(demo_app):
+    _, port = demo_app(DEMO_LATENCY_MS="300")
+    started = time.monotonic()
+    assert _get(port, "/version")[0] == 200
+    assert time.monotonic() - started >= 0.3
+
+
+def test_sigterm_finishes_the_request_in_flight(demo_app):
+    proc, port = demo_app(DEMO_LATENCY_MS="700")
+    result = {}
+    client = threading.Thread(target=lambda: result.update(answer=_get(port, "/version", timeout=10)))
+    client.start()
+    time.sleep(0.2)  # the request is now inside its 700 ms delay
+    proc.send_signal(signal.SIGTERM)
+    client.join(timeout=10)
+    assert result.get("answer") == (200, "7\n")
+    assert proc.wait(timeout=10) == 0
