@@ -1,0 +1,212 @@
+# -*- coding: utf-8 -*-
+# Copyright: greenflow platform engineers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Gate decisions of the health-gated cutover (pure logic, no Ansible imports).
+
+The gates judge the *new* colour's numbers for the window of one step (see
+``_traffic_stats.candidate_view``: its pool's requests, 5xx, error rate and p95, with unattributed
+5xx charged to it).
+
+Lines and verdicts
+    - ``abort`` -- at any poll: a health probe of the new colour failed, or the error rate is
+      >= ``abort_error_rate``, or p95 is >= ``abort_p95_ms``. Acted on at once: traffic goes back.
+    - ``watch`` -- during the dwell, nothing crossed an abort line: keep watching.
+    - at the end of the dwell:
+        - ``pass`` -- at least ``min_requests`` requests, error rate <= ``max_error_rate`` and
+          p95 <= ``max_p95_ms`` (a value equal to the limit passes; a value equal to an abort line
+          aborts).
+        - ``wait`` -- fewer than ``min_requests`` requests (no data is not a pass, as Flagger
+          counts "no data" as a failed check), or no latency sample: the dwell is extended, at
+          most by ``max_wait_seconds``; the window keeps growing and the abort lines still apply
+          at every poll. Too few requests are never judged on the pass lines.
+        - ``fail`` -- between the pass line and the abort line at the end of the dwell
+          (inconclusive: Argo Rollouts would pause for a human; an unattended cutover does not move
+          more traffic on doubt and goes back), or still too few requests when the wait is over.
+
+Minimum sample for an abort
+    An abort line is only acted on when the breach rests on at least ``abort_min_failures``
+    bad requests (default 5): 5xx for the error rate, responses at or over ``abort_p95_ms`` for
+    the latency. One unlucky request among three is a 33 % error rate but no evidence; five failures
+    are. A pool that answers every request with 500 aborts at its 5th request; with a true error
+    rate of 1 % the chance of five 5xx among the first 100 requests (the most that a 5 % abort line
+    allows) is about 0.3 %. Below that sample the end-of-dwell gates still apply: a step never passes
+    on numbers over the pass line.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+PASS = "pass"
+WAIT = "wait"
+FAIL = "fail"
+ABORT = "abort"
+WATCH = "watch"
+
+DEFAULT_GATES = {
+    "max_error_rate": 0.01,
+    "max_p95_ms": 500.0,
+    "abort_error_rate": 0.05,
+    "abort_p95_ms": 1000.0,
+    "min_requests": 50,
+    "abort_min_failures": 5,
+}
+
+
+class GateError(ValueError):
+    """Invalid gate settings."""
+
+
+def check_gates(gates):
+    """Return a complete, validated gates dict (defaults filled in) or raise GateError."""
+    out = dict(DEFAULT_GATES)
+    for key, value in (gates or {}).items():
+        if key not in DEFAULT_GATES:
+            raise GateError("unknown gate %r (known: %s)" % (key, ", ".join(sorted(DEFAULT_GATES))))
+        if value is None:
+            continue
+        out[key] = value
+    for key in ("max_error_rate", "abort_error_rate"):
+        try:
+            out[key] = float(out[key])
+        except (TypeError, ValueError):
+            raise GateError("%s must be a number between 0 and 1, got %r" % (key, out[key]))
+        if not 0.0 <= out[key] <= 1.0:
+            raise GateError("%s must be between 0 and 1 (a fraction, 0.01 = 1 %%), got %r"
+                            % (key, out[key]))
+    for key in ("max_p95_ms", "abort_p95_ms"):
+        try:
+            out[key] = float(out[key])
+        except (TypeError, ValueError):
+            raise GateError("%s must be a number of milliseconds, got %r" % (key, out[key]))
+        if not out[key] > 0:
+            raise GateError("%s must be > 0 ms, got %r" % (key, out[key]))
+    for key in ("min_requests", "abort_min_failures"):
+        value = out[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            try:
+                if float(value) != int(value):
+                    raise ValueError()
+                value = int(value)
+            except (TypeError, ValueError):
+                raise GateError("%s must be a whole number, got %r" % (key, out[key]))
+        if value < 1:
+            raise GateError("%s must be >= 1, got %r" % (key, value))
+        out[key] = value
+    if out["max_error_rate"] >= out["abort_error_rate"]:
+        raise GateError("max_error_rate (%s) must be below abort_error_rate (%s)"
+                        % (out["max_error_rate"], out["abort_error_rate"]))
+    if out["max_p95_ms"] >= out["abort_p95_ms"]:
+        raise GateError("max_p95_ms (%s) must be below abort_p95_ms (%s)"
+                        % (out["max_p95_ms"], out["abort_p95_ms"]))
+    return out
+
+
+def latency_thresholds(gates):
+    """The thresholds (ms) the traffic reader must count responses at or over."""
+    return [gates["max_p95_ms"], gates["abort_p95_ms"]]
+
+
+def _over(stats, threshold):
+    """Responses at or over ``threshold`` ms, from the reader's ``over_ms`` counts."""
+    over = stats.get("over_ms") or {}
+    value = float(threshold)
+    for key in (str(int(value)) if value.is_integer() else repr(value), str(threshold)):
+        if key in over:
+            return int(over[key])
+    return None
+
+
+def _breach(metric, value, op, threshold, **extra):
+    item = {"metric": metric, "value": value, "op": op, "threshold": threshold}
+    item.update(extra)
+    return item
+
+
+def evaluate(stats, gates, final=False, wait_over=False, health=None):
+    """Decide one poll (``final`` false) or the end of a dwell (``final`` true).
+
+    stats   -- the new colour's numbers: requests, errors_5xx, error_rate, p95_ms, over_ms
+               (counts of responses >= each latency threshold), latency_samples.
+    gates   -- output of check_gates().
+    wait_over -- at the end of the dwell, the extra wait for requests is used up.
+    health  -- None (not probed) or a list of probe results ({url, ok, status, error, ...}).
+
+    Returns {"verdict": .., "reasons": [..], "breaches": [{metric, value, op, threshold}]}.
+    """
+    requests = int(stats.get("requests") or 0)
+    errors = int(stats.get("errors_5xx") or 0)
+    error_rate = (errors / requests) if requests else None
+    p95 = stats.get("p95_ms")
+    samples = int(stats.get("latency_samples") or 0)
+
+    # -- abort lines (every poll) -----------------------------------------------------------
+    aborts = []
+    for probe in health or []:
+        if not probe.get("ok"):
+            aborts.append(_breach("health", probe.get("status") or probe.get("error"), "failed",
+                                  probe.get("url")))
+    if error_rate is not None and error_rate >= gates["abort_error_rate"]:
+        if errors >= gates["abort_min_failures"]:
+            aborts.append(_breach("error_rate", error_rate, ">=", gates["abort_error_rate"],
+                                  errors_5xx=errors, requests=requests))
+    if p95 is not None and p95 >= gates["abort_p95_ms"]:
+        slow = _over(stats, gates["abort_p95_ms"])
+        if slow is None:
+            slow = samples  # reader gave no count: the sample size is the best evidence we have
+        if slow >= gates["abort_min_failures"]:
+            aborts.append(_breach("p95_ms", p95, ">=", gates["abort_p95_ms"], slow_requests=slow,
+                                  latency_samples=samples))
+    if aborts:
+        return {"verdict": ABORT, "breaches": aborts,
+                "reasons": [_describe(b) for b in aborts]}
+    if not final:
+        return {"verdict": WATCH, "breaches": [], "reasons": []}
+
+    # -- end of the dwell ---------------------------------------------------------------------
+    short = []
+    if requests < gates["min_requests"]:
+        short.append(_breach("requests", requests, "<", gates["min_requests"]))
+    elif samples == 0 or p95 is None:
+        short.append(_breach("latency_samples", samples, "<", 1))
+    if short:
+        if wait_over:
+            return {"verdict": FAIL, "breaches": short,
+                    "reasons": ["too few requests to judge, wait exhausted: " + _describe(b)
+                                for b in short]}
+        return {"verdict": WAIT, "breaches": short,
+                "reasons": ["too few requests to judge: " + _describe(b) for b in short]}
+
+    fails = []
+    if error_rate > gates["max_error_rate"]:
+        fails.append(_breach("error_rate", error_rate, ">", gates["max_error_rate"],
+                             errors_5xx=errors, requests=requests))
+    if p95 > gates["max_p95_ms"]:
+        fails.append(_breach("p95_ms", p95, ">", gates["max_p95_ms"]))
+    if fails:
+        return {"verdict": FAIL, "breaches": fails,
+                "reasons": ["inconclusive: " + _describe(b) for b in fails]}
+    return {"verdict": PASS, "breaches": [], "reasons": []}
+
+
+def _fmt(metric, value):
+    if value is None:
+        return "n/a"
+    if metric == "error_rate":
+        return "%.2f%%" % (100.0 * value)
+    if metric == "p95_ms":
+        return "%.0f ms" % value
+    return str(value)
+
+
+def _describe(breach):
+    metric = breach["metric"]
+    if metric == "health":
+        return "health probe %s failed (%s)" % (breach["threshold"], breach["value"])
+    text = "%s %s %s %s" % (metric, _fmt(metric, breach["value"]), breach["op"],
+                            _fmt(metric, breach["threshold"]))
+    if metric == "error_rate" and "requests" in breach:
+        text += " (%d of %d requests 5xx)" % (breach["errors_5xx"], breach["requests"])
+    if metric == "p95_ms" and "slow_requests" in breach:
+        text += " (%d slow of %d)" % (breach["slow_requests"], breach["latency_samples"])
+    return text
