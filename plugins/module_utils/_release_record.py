@@ -1,0 +1,190 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The release record of one app: which release is live, where a rollback goes, the deploy history.
+
+Pure logic on a plain dict (the JSON file the ``release_record`` module keeps on the load balancer):
+
+    {"schema": 1, "app": "demo", "releases": [entry, ...]}   # oldest first
+
+An entry is one deploy or rollback attempt:
+
+    id, action ("deploy" | "rollback"), version, image, color, previous_color, outcome
+    ("in_progress" | "succeeded" | "failed"), started_at, finished_at, user, reason, timeline,
+    restores (rollback only: the id of the deploy it put back).
+
+What is live is worked out by replaying the succeeded entries as a stack: a deploy pushes itself, a
+rollback pops the top. The top is the live release, the one under it is where the next rollback goes,
+so a second rollback goes one release further back, and a deploy after a rollback never makes the
+rolled-back release a rollback target again.
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+
+SCHEMA = 1
+ACTIONS = ("deploy", "rollback")
+OUTCOMES = ("in_progress", "succeeded", "failed")
+COLORS = ("blue", "green")
+
+
+class ReleaseRecordError(Exception):
+    """The record is unreadable, or the change asked for does not fit it."""
+
+
+def empty_record(app):
+    return {"schema": SCHEMA, "app": app, "releases": []}
+
+
+def parse_record(text, app):
+    """The record from the file's text (empty text: a new record). Raises ReleaseRecordError."""
+    if not text or not text.strip():
+        return empty_record(app)
+    try:
+        record = json.loads(text)
+    except ValueError as exc:
+        raise ReleaseRecordError("the release record is not valid JSON: %s" % exc)
+    if not isinstance(record, dict) or not isinstance(record.get("releases"), list):
+        raise ReleaseRecordError("the release record has no 'releases' list")
+    if record.get("app") not in (None, app):
+        raise ReleaseRecordError("the release record belongs to app %r, not %r" % (record.get("app"), app))
+    for entry in record["releases"]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), int):
+            raise ReleaseRecordError("the release record holds an entry without an integer id: %r" % (entry,))
+        if entry.get("action") not in ACTIONS or entry.get("outcome") not in OUTCOMES:
+            raise ReleaseRecordError("entry %s has an unknown action or outcome" % entry["id"])
+    record.setdefault("schema", SCHEMA)
+    record["app"] = app
+    return record
+
+
+def dump_record(record):
+    return json.dumps(record, indent=2, sort_keys=True) + "\n"
+
+
+def _by_id(record):
+    return dict((entry["id"], entry) for entry in record["releases"])
+
+
+def live_stack(record):
+    """The ids of the deploys that rollbacks can walk back through, the live one last."""
+    stack = []
+    for entry in record["releases"]:
+        if entry["outcome"] != "succeeded":
+            continue
+        if entry["action"] == "deploy":
+            stack.append(entry["id"])
+        elif stack:
+            stack.pop()
+    return stack
+
+
+def live_release(record):
+    """The deploy entry serving traffic now, or None before the first successful deploy."""
+    stack = live_stack(record)
+    return _by_id(record)[stack[-1]] if stack else None
+
+
+def rollback_target(record):
+    """The deploy entry a rollback puts back, or None when there is nothing to go back to."""
+    stack = live_stack(record)
+    return _by_id(record)[stack[-2]] if len(stack) >= 2 else None
+
+
+def in_progress(record, now, stale_after):
+    """The newest entry still in progress and younger than ``stale_after`` seconds, or None."""
+    for entry in reversed(record["releases"]):
+        if entry["outcome"] == "in_progress" and now - entry.get("started_epoch", 0) < stale_after:
+            return entry
+    return None
+
+
+def begin(record, action, fields, now, stale_after, force=False):
+    """Append a new in-progress entry and return it. Refuses while another one is in progress."""
+    if action not in ACTIONS:
+        raise ReleaseRecordError("action must be one of %s, got %r" % (", ".join(ACTIONS), action))
+    color = fields.get("color")
+    if color not in COLORS:
+        raise ReleaseRecordError("color must be blue or green, got %r" % (color,))
+    running = in_progress(record, now, stale_after)
+    if running and not force:
+        raise ReleaseRecordError(
+            "another %s (entry %s, version %s, by %s, started %s) is still in progress; wait for it, or "
+            "pass force after making sure it is dead" % (
+                running["action"], running["id"], running.get("version"), running.get("user"),
+                running.get("started_at")))
+    for entry in record["releases"]:  # stale or forced: close what was left open
+        if entry["outcome"] == "in_progress":
+            entry["outcome"] = "failed"
+            entry["reason"] = "abandoned: never finished (superseded by entry %d)" % (_next_id(record),)
+    entry = dict(fields)
+    entry.update({
+        "id": _next_id(record),
+        "action": action,
+        "outcome": "in_progress",
+        "started_epoch": now,
+    })
+    record["releases"].append(entry)
+    return entry
+
+
+def _next_id(record):
+    return max([entry["id"] for entry in record["releases"]] or [0]) + 1
+
+
+def finish(record, entry_id, outcome, fields):
+    """Close entry ``entry_id`` with ``outcome`` and extra fields; return it."""
+    if outcome not in ("succeeded", "failed"):
+        raise ReleaseRecordError("outcome must be succeeded or failed, got %r" % (outcome,))
+    entry = _by_id(record).get(entry_id)
+    if entry is None:
+        raise ReleaseRecordError("the release record has no entry %r" % (entry_id,))
+    if entry["outcome"] != "in_progress":
+        raise ReleaseRecordError("entry %s is already closed (%s)" % (entry_id, entry["outcome"]))
+    if outcome == "succeeded" and entry["action"] == "rollback":
+        stack = live_stack(record)
+        if entry.get("restores") is not None and (len(stack) < 2 or stack[-2] != entry["restores"]):
+            raise ReleaseRecordError(
+                "rollback entry %s restores deploy %s, but the release under the live one is %s"
+                % (entry_id, entry["restores"], stack[-2] if len(stack) >= 2 else "none"))
+    entry.update(fields)
+    entry["outcome"] = outcome
+    return entry
+
+
+def prune(record, keep):
+    """Drop the oldest entries beyond ``keep``, never one the live stack still needs."""
+    needed = set(live_stack(record))
+    excess = len(record["releases"]) - keep
+    if excess <= 0:
+        return 0
+    kept, dropped = [], 0
+    for entry in record["releases"]:
+        if dropped < excess and entry["id"] not in needed and entry["outcome"] != "in_progress":
+            dropped += 1
+            continue
+        kept.append(entry)
+    record["releases"] = kept
+    return dropped
+
+
+def history(record, limit):
+    """The newest ``limit`` entries, newest first."""
+    return list(reversed(record["releases"]))[:limit]
+
+
+def history_table(entries, live_id=None):
+    """A plain-text table of entries (as ``history`` returns them), one line each."""
+    columns = ("id", "action", "version", "color", "outcome", "started_at", "user", "reason")
+    rows = []
+    for entry in entries:
+        row = [str(entry.get(col) if entry.get(col) is not None else "-") for col in columns]
+        if entry["id"] == live_id:
+            row[4] += " (live)"
+        rows.append(row)
+    widths = [max([len(col)] + [len(row[i]) for row in rows]) for i, col in enumerate(columns)]
+    lines = ["  ".join(col.upper().ljust(widths[i]) for i, col in enumerate(columns)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    return lines

@@ -1,0 +1,274 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: release_record
+short_description: Keep the release record of an app - what is live, where a rollback goes, the history
+version_added: 0.1.0
+description:
+  - Keeps one JSON file per app on the load balancer host with every deploy and rollback attempt
+    (version, image, colour, who, when, outcome, the cutover timeline).
+  - Works out which release is live and which one a rollback puts back by replaying the successful
+    entries as a stack (a deploy pushes, a rollback pops), so a second rollback goes one release further
+    back and a rolled-back release never becomes a rollback target again.
+  - An entry left C(in_progress) acts as the deploy lock - O(action=begin) refuses while one younger than
+    O(stale_after) exists.
+  - Writes atomically under a file lock; a record it cannot parse is never overwritten.
+author:
+  - greenflow platform engineers
+options:
+  app:
+    description: Name of the app (letters, digits, C(_) and C(-)).
+    type: str
+    required: true
+  action:
+    description:
+      - C(read) returns the record and changes nothing.
+      - C(begin) appends an in-progress entry (the lock) and returns it with its O(id).
+      - C(finish) closes entry O(id) with O(outcome).
+    type: str
+    choices: [read, begin, finish]
+    default: read
+  path:
+    description: The record file. Defaults to C(/var/lib/greenflow/releases/<app>.json).
+    type: path
+  kind:
+    description: With O(action=begin), what the entry is.
+    type: str
+    choices: [deploy, rollback]
+    default: deploy
+  version:
+    description: With O(action=begin), the release version.
+    type: str
+  image:
+    description: With O(action=begin), the image reference of the release.
+    type: str
+  color:
+    description: With O(action=begin), the colour the release runs on.
+    type: str
+    choices: [blue, green]
+  previous_color:
+    description: With O(action=begin), the colour that was live before.
+    type: str
+    choices: [blue, green]
+  restores:
+    description: With O(action=begin) and O(kind=rollback), the id of the deploy entry this rollback puts back.
+    type: int
+  user:
+    description: Who runs it (recorded as is).
+    type: str
+  id:
+    description: With O(action=finish), the entry to close.
+    type: int
+  outcome:
+    description: With O(action=finish), how it ended.
+    type: str
+    choices: [succeeded, failed]
+  reason:
+    description: With O(action=finish), why it failed (or a note).
+    type: str
+  timeline:
+    description: With O(action=finish), the cutover's step timeline to keep with the entry.
+    type: list
+    elements: dict
+  stale_after:
+    description: Seconds after which an entry still in progress no longer blocks a new one.
+    type: int
+    default: 7200
+  force:
+    description: With O(action=begin), start even while another entry is in progress (it is closed as failed).
+    type: bool
+    default: false
+  keep:
+    description: Entries kept in the file; older ones are dropped, never one a rollback still needs.
+    type: int
+    default: 200
+  history_limit:
+    description: How many of the newest entries to return in RV(history) and RV(history_table).
+    type: int
+    default: 10
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Read what is live and where a rollback would go
+  greenflow.platform.release_record:
+    app: demo
+  register: demo_record
+
+- name: Start a deploy (fails while another deploy of the app is in progress)
+  greenflow.platform.release_record:
+    app: demo
+    action: begin
+    kind: deploy
+    version: "2"
+    image: registry.example.com/demo:2
+    color: green
+    previous_color: blue
+    user: "{{ lookup('ansible.builtin.env', 'USER') }}"
+  register: demo_entry
+
+- name: Record the outcome
+  greenflow.platform.release_record:
+    app: demo
+    action: finish
+    id: "{{ demo_entry.entry.id }}"
+    outcome: succeeded
+"""
+
+RETURN = r"""
+live:
+  description: The deploy entry serving traffic now; empty before the first successful deploy.
+  returned: always
+  type: dict
+  sample: {"id": 3, "action": "deploy", "version": "2", "color": "green", "outcome": "succeeded"}
+rollback_target:
+  description: The deploy entry a rollback would put back; empty when there is none.
+  returned: always
+  type: dict
+  sample: {"id": 1, "action": "deploy", "version": "1", "color": "blue", "outcome": "succeeded"}
+entry:
+  description: The entry begun or finished by this call.
+  returned: when action is begin or finish
+  type: dict
+  sample: {"id": 4, "action": "deploy", "version": "3", "color": "blue", "outcome": "in_progress"}
+in_progress:
+  description: The entry still in progress (the lock holder), if any.
+  returned: always
+  type: dict
+history:
+  description: The newest O(history_limit) entries, newest first.
+  returned: always
+  type: list
+  elements: dict
+history_table:
+  description: The same entries as a plain-text table, one line each.
+  returned: always
+  type: list
+  elements: str
+  sample: ["ID  ACTION  VERSION  COLOR  OUTCOME  STARTED_AT  USER  REASON"]
+path:
+  description: The record file.
+  returned: always
+  type: str
+  sample: /var/lib/greenflow/releases/demo.json
+"""
+
+import os
+import re
+import time
+from datetime import datetime, timezone
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.greenflow.platform.plugins.module_utils import _release_record as rr
+from ansible_collections.greenflow.platform.plugins.module_utils._atomic_file import (
+    AtomicFileError, FileLock, atomic_write, check_writable_dir, lock_path_for, read_snapshot)
+
+
+def _now_iso(now):
+    return datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _summary(record, now, limit):
+    live = rr.live_release(record)
+    entries = rr.history(record, limit)
+    return {
+        "live": live or {},
+        "rollback_target": rr.rollback_target(record) or {},
+        "in_progress": rr.in_progress(record, now, float("inf")) or {},
+        "history": entries,
+        "history_table": rr.history_table(entries, live["id"] if live else None),
+    }
+
+
+def _change(module, record, now):
+    p = module.params
+    if p["action"] == "begin":
+        missing = [name for name in ("version", "color") if not p[name]]
+        if missing:
+            module.fail_json(msg="action=begin needs %s" % " and ".join(missing))
+        if p["kind"] == "rollback" and p["restores"] is None:
+            module.fail_json(msg="kind=rollback needs restores (the id of the deploy entry it puts back)")
+        fields = dict((name, p[name]) for name in ("version", "image", "color", "previous_color", "user", "restores"))
+        fields["started_at"] = _now_iso(now)
+        return rr.begin(record, p["kind"], fields, now, p["stale_after"], p["force"])
+    if p["id"] is None or not p["outcome"]:
+        module.fail_json(msg="action=finish needs id and outcome")
+    fields = {"finished_at": _now_iso(now), "reason": p["reason"]}
+    if p["timeline"] is not None:
+        fields["timeline"] = p["timeline"]
+    return rr.finish(record, p["id"], p["outcome"], fields)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            app=dict(type="str", required=True),
+            action=dict(type="str", choices=["read", "begin", "finish"], default="read"),
+            path=dict(type="path"),
+            kind=dict(type="str", choices=["deploy", "rollback"], default="deploy"),
+            version=dict(type="str"),
+            image=dict(type="str"),
+            color=dict(type="str", choices=["blue", "green"]),
+            previous_color=dict(type="str", choices=["blue", "green"]),
+            restores=dict(type="int"),
+            user=dict(type="str"),
+            id=dict(type="int"),
+            outcome=dict(type="str", choices=["succeeded", "failed"]),
+            reason=dict(type="str"),
+            timeline=dict(type="list", elements="dict"),
+            stale_after=dict(type="int", default=7200),
+            force=dict(type="bool", default=False),
+            keep=dict(type="int", default=200),
+            history_limit=dict(type="int", default=10),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]*$", p["app"]):
+        module.fail_json(msg="app must be letters, digits, '_' and '-', got %r" % p["app"])
+    if p["keep"] < 10:
+        module.fail_json(msg="keep must be at least 10, got %d" % p["keep"])
+    path = p["path"] or "/var/lib/greenflow/releases/%s.json" % p["app"]
+    now = time.time()
+
+    if p["action"] == "read":
+        try:
+            record = rr.parse_record(read_snapshot(path).text(), p["app"])
+        except (rr.ReleaseRecordError, AtomicFileError, UnicodeDecodeError) as exc:
+            module.fail_json(msg="cannot read the release record %s: %s" % (path, exc))
+        module.exit_json(changed=False, path=path, **_summary(record, now, p["history_limit"]))
+
+    try:
+        if not module.check_mode:
+            os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
+            check_writable_dir(path)
+        lock = FileLock(lock_path_for(path), timeout=30) if not module.check_mode else None
+        if lock:
+            lock.acquire()
+        try:
+            snapshot = read_snapshot(path)
+            record = rr.parse_record(snapshot.text(), p["app"])
+            entry = _change(module, record, now)
+            rr.prune(record, p["keep"])
+            if not module.check_mode:
+                atomic_write(path, rr.dump_record(record).encode("utf-8"), like=snapshot, default_mode=0o640)
+        finally:
+            if lock:
+                lock.release()
+    except (rr.ReleaseRecordError, AtomicFileError, OSError) as exc:
+        module.fail_json(msg="release record %s: %s" % (path, exc))
+    module.exit_json(changed=True, path=path, entry=entry, **_summary(record, now, p["history_limit"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""The release_record module run by Ansible on this machine, against a record file in a temp dir."""
+import json
+import os
+import subprocess
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ANSIBLE = os.path.join(os.path.dirname(sys.executable), "ansible")
+
+
+def _run(path, check=False, **args):
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO_ROOT, "ansible.cfg"),
+               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json")
+    args = dict(args, app="demo", path=str(path))
+    cmd = [ANSIBLE, "localhost", "-i", "localhost,", "-c", "local", "-m", "greenflow.platform.release_record",
+           "-e", "ansible_python_interpreter=" + sys.executable, "-a", json.dumps(args)] + (["--check"] if check else [])
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    return result
+
+
+def test_deploy_lock_finish_and_read(tmp_path):
+    record = tmp_path / "releases" / "demo.json"
+    began = _run(record, action="begin", version="1", color="blue", user="ci")
+    assert began["changed"] and began["entry"]["outcome"] == "in_progress"
+
+    blocked = _run(record, action="begin", version="2", color="green")
+    assert blocked.get("failed") and "still in progress" in blocked["msg"]
+
+    _run(record, action="finish", id=began["entry"]["id"], outcome="succeeded")
+    second = _run(record, action="begin", version="2", color="green")
+    _run(record, action="finish", id=second["entry"]["id"], outcome="succeeded",
+         timeline=[{"step": 1, "share": 5, "verdict": "pass"}])
+
+    read = _run(record)
+    assert read["changed"] is False
+    assert read["live"]["version"] == "2" and read["rollback_target"]["version"] == "1"
+    assert read["live"]["timeline"][0]["verdict"] == "pass"
+    assert "(live)" in read["history_table"][1]
+
+
+def test_check_mode_writes_nothing(tmp_path):
+    record = tmp_path / "demo.json"
+    result = _run(record, check=True, action="begin", version="1", color="blue")
+    assert result["changed"] and not record.exists()
+
+
+def test_a_damaged_record_is_refused_and_left_as_it_was(tmp_path):
+    record = tmp_path / "demo.json"
+    record.write_text("{broken")
+    result = _run(record, action="begin", version="1", color="blue")
+    assert result.get("failed") and "not valid JSON" in result["msg"]
+    assert record.read_text() == "{broken"
