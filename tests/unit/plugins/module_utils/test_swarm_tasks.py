@@ -1,0 +1,82 @@
+"""Swarm service convergence from the Docker API's dicts."""
+import pytest
+
+from ansible_collections.greenflow.platform.plugins.module_utils import _swarm_tasks as st
+
+NODES = [
+    {"ID": "n1", "Description": {"Hostname": "worker-1"}, "Status": {"Addr": "10.0.0.1"}},
+    {"ID": "n2", "Description": {"Hostname": "worker-2"}, "Status": {"Addr": "10.0.0.2"}},
+]
+
+
+def _service(replicas=2, ports=((8002, "host"),)):
+    return {"Spec": {"Mode": {"Replicated": {"Replicas": replicas}},
+                     "EndpointSpec": {"Ports": [{"PublishedPort": p, "PublishMode": m} for p, m in ports]}}}
+
+
+def _task(node, state, image="demo:2", desired="running", slot=1, err="", ts="2026-01-01T00:00:00Z"):
+    return {"ID": "t-%s-%s-%s" % (node, slot, state), "NodeID": node, "Slot": slot, "DesiredState": desired,
+            "Status": {"State": state, "Err": err, "Timestamp": ts},
+            "Spec": {"ContainerSpec": {"Image": image}}}
+
+
+def test_all_replicas_running_the_image_is_converged_with_endpoints():
+    tasks = [_task("n1", "running", slot=1), _task("n2", "running", slot=2)]
+    state = st.assess(_service(), tasks, NODES, "demo:2")
+    assert state["converged"] and state["running"] == 2
+    assert state["endpoints"] == ["10.0.0.1:8002", "10.0.0.2:8002"]
+    assert state["problems"] == []
+
+
+def test_a_starting_task_is_not_healthy_yet():
+    tasks = [_task("n1", "running", slot=1), _task("n2", "starting", slot=2)]
+    state = st.assess(_service(), tasks, NODES, "demo:2")
+    assert not state["converged"]
+    assert state["endpoints"] == ["10.0.0.1:8002"]
+    assert any("is starting" in p for p in state["problems"])
+
+
+def test_old_image_still_running_is_not_converged():
+    tasks = [_task("n1", "running", image="demo:1", slot=1), _task("n2", "running", slot=2)]
+    state = st.assess(_service(), tasks, NODES, "demo:2")
+    assert not state["converged"]
+    assert any("runs demo:1, not demo:2" in p for p in state["problems"])
+
+
+def test_shut_down_tasks_are_history_but_their_errors_are_reported():
+    tasks = [
+        _task("n1", "running", slot=1), _task("n2", "running", slot=2),
+        _task("n2", "failed", desired="shutdown", slot=2, err="task: non-zero exit (1)", ts="2026-01-01T00:00:05Z"),
+    ]
+    state = st.assess(_service(), tasks, NODES, "demo:2")
+    assert state["converged"]
+    assert state["recent_failures"][0]["error"] == "task: non-zero exit (1)"
+    assert state["recent_failures"][0]["node"] == "worker-2"
+
+
+def test_too_few_replicas_is_named():
+    state = st.assess(_service(replicas=3), [_task("n1", "running")], NODES, "demo:2")
+    assert not state["converged"] and "1 of 3 replicas running and healthy" in state["problems"]
+
+
+def test_scaled_to_zero_with_no_task_is_converged():
+    state = st.assess(_service(replicas=0), [], NODES, None)
+    assert state["converged"] and state["endpoints"] == []
+
+
+def test_ingress_ports_are_not_endpoints():
+    state = st.assess(_service(ports=((80, "ingress"),)), [_task("n1", "running")], NODES, None)
+    assert state["endpoints"] == []
+
+
+@pytest.mark.parametrize("task_image, wanted, matches", [
+    ("demo:2", "demo:2", True),
+    ("demo:2@sha256:abc", "demo:2", True),
+    ("demo", "demo:latest", True),
+    ("registry:5000/demo:2", "registry:5000/demo:2", True),
+    ("registry:5000/demo", "registry:5000/demo:latest", True),
+    ("demo:1", "demo:2", False),
+    ("demo:2", None, True),
+])
+def test_image_matching(task_image, wanted, matches):
+    assert st.image_matches(task_image, wanted) is matches
