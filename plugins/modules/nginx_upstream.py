@@ -30,7 +30,10 @@ description:
   - Writes the file atomically (temporary file in the same directory, fsync, rename; mode and
     owner of the previous file are kept), validates the whole nginx configuration with
     C(nginx -t), then reloads nginx gracefully (SIGHUP to the master; old workers finish their
-    in-flight requests) and waits until the master has started new workers.
+    in-flight requests) and waits until the master has started new workers and the old workers
+    have stopped accepting connections, so every connection opened after the module returns
+    gets the new split (requests still in flight on an old keep-alive connection finish with the
+    old one).
   - When validation or the reload fails, the previous file is put back (or the new one removed
     if there was none), nginx keeps serving the previous split, and the module fails with
     nginx's own message.
@@ -132,7 +135,8 @@ options:
     type: int
     default: 15
 notes:
-  - Check mode computes the new file, the diff and the result, and touches nothing.
+  - Check mode computes the new file, the diff and the result, and touches nothing (it does not
+    take the lock either, nor run C(nginx -t)).
   - Run it on the load balancer host, as a user that can write O(conf_path) and signal nginx.
 attributes:
   check_mode:
@@ -372,6 +376,27 @@ class Nginx:
                 kids.add(int(entry))
         return kids
 
+    @staticmethod
+    def _accepting(pid):
+        """False once a worker is gone or has begun its graceful exit: nginx retitles it
+        'worker process is shutting down' right before it closes its listening sockets."""
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                title = f.read()
+        except (IOError, OSError):
+            return False
+        return bool(title) and b"shutting down" not in title
+
+    def wait_old_workers(self, old, deadline):
+        """Wait until no old worker accepts new connections, so that every connection opened
+        after the module returns gets the new split. Workers still finishing in-flight
+        requests are fine (they no longer accept). Bounded by the reload deadline."""
+        while time.monotonic() < deadline:
+            if not any(self._accepting(w) for w in old):
+                return True
+            time.sleep(0.01)
+        return False
+
     def error_log_tail(self, since_size):
         path = self._main_directives().get("error_log") or self.compiled().get("error-log-path")
         if not path or path == "stderr":
@@ -409,6 +434,7 @@ class Nginx:
         while time.monotonic() < deadline:
             now = self.children(pid)
             if now - before:
+                self.wait_old_workers(before, deadline)
                 return True, ""
             time.sleep(0.02)
         detail = self.error_log_tail(log_size)
@@ -476,6 +502,15 @@ def main():
             shares=shares, previous_shares=shares, pools=pools, previous_pools=pools,
             upstreams=upstream_names(app, pools or empty),
         )
+        module.exit_json(**result)
+
+    if module.check_mode:
+        # Check mode writes nothing, not even the lock file: writes are atomic, so reading
+        # without the lock still sees a whole file.
+        conf_dir = os.path.dirname(os.path.abspath(conf_path))
+        if not os.path.isdir(conf_dir):
+            module.fail_json(msg="cannot manage %s: directory %s does not exist" % (conf_path, conf_dir), **result)
+        run(module, p, app, conf_path, result)
         module.exit_json(**result)
 
     try:

@@ -374,6 +374,16 @@ class NginxLab:
                 return
             time.sleep(0.02)
 
+    def settle(self, timeout=15):
+        """Wait (bounded) until old workers of earlier reloads have exited; returns worker pids."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids = self.worker_pids()
+            if len(pids) <= self.workers:
+                return pids
+            time.sleep(0.02)
+        return self.worker_pids()
+
     def master_pid(self):
         try:
             with open(self.pid_file) as f:
