@@ -1,0 +1,451 @@
+# -*- coding: utf-8 -*-
+# Copyright: greenflow platform engineers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin greenflow.platform.release_cutover: the health-gated blue/green cutover.
+
+Runs on the controller; the task targets the load balancer host. Every step sets the shares
+with greenflow.platform.nginx_upstream, then watches the step's window of the access log with
+greenflow.platform.traffic_window (both through _execute_module, so on the load balancer) and
+probes the new colour's health URLs from the controller, every poll_seconds. The documentation
+is in plugins/modules/release_cutover.py; the decisions in module_utils/_cutover_gates.py.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+from ansible_collections.greenflow.platform.plugins.module_utils import _cutover_gates as gates_mod
+from ansible_collections.greenflow.platform.plugins.module_utils._traffic_stats import (
+    candidate_view,
+)
+
+display = Display()
+
+COLOURS = ("blue", "green")
+UPSTREAM_MODULE = "greenflow.platform.nginx_upstream"
+WINDOW_MODULE = "greenflow.platform.traffic_window"
+MAX_WAIT_LIMIT = 3600
+NGINX_PASS_THROUGH = ("conf_path", "nginx_bin", "nginx_conf", "nginx_prefix", "nginx_pid",
+                      "keepalive", "max_fails", "fail_timeout", "validate", "reload",
+                      "lock_timeout", "reload_timeout")
+
+ARGUMENT_SPEC = dict(
+    app=dict(type="str", required=True),
+    from_color=dict(type="str", required=True, choices=list(COLOURS)),
+    to_color=dict(type="str", required=True, choices=list(COLOURS)),
+    pools=dict(type="dict"),
+    steps=dict(type="list", elements="int", default=[5, 25, 50, 100]),
+    step_seconds=dict(type="float", default=60.0),
+    poll_seconds=dict(type="float", default=2.0),
+    min_requests=dict(type="int", default=50),
+    max_wait_seconds=dict(type="float", default=300.0),
+    max_error_rate=dict(type="float", default=0.01),
+    max_p95_ms=dict(type="float", default=500.0),
+    abort_error_rate=dict(type="float", default=0.05),
+    abort_p95_ms=dict(type="float", default=1000.0),
+    abort_min_failures=dict(type="int", default=5),
+    count_unattributed_5xx=dict(type="bool", default=True),
+    health_urls=dict(type="list", elements="str", default=[]),
+    health_timeout=dict(type="float", default=2.0),
+    health_validate_certs=dict(type="bool", default=True),
+    log_path=dict(type="path", required=True),
+    conf_path=dict(type="path"),
+    nginx_bin=dict(type="str"),
+    nginx_conf=dict(type="path"),
+    nginx_prefix=dict(type="path"),
+    nginx_pid=dict(type="path"),
+    keepalive=dict(type="int"),
+    max_fails=dict(type="int"),
+    fail_timeout=dict(type="int"),
+    validate=dict(type="bool"),
+    reload=dict(type="bool"),
+    lock_timeout=dict(type="int"),
+    reload_timeout=dict(type="int"),
+)
+
+
+def _now_iso(epoch=None):
+    return datetime.fromtimestamp(time.time() if epoch is None else epoch,
+                                  tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _pct(value):
+    return "n/a" if value is None else "%.2f%%" % (100.0 * value)
+
+
+def _ms(value):
+    return "n/a" if value is None else "%.0f ms" % value
+
+
+def check_options(args):
+    """Checks beyond the argument spec. Returns (gates, steps) or raises AnsibleActionFail with
+    every problem found, before anything is touched."""
+    problems = []
+    if args["from_color"] == args["to_color"]:
+        problems.append("from_color and to_color must differ (both are %r)" % args["from_color"])
+    steps = args["steps"]
+    if not steps:
+        problems.append("steps must not be empty")
+    else:
+        for s in steps:
+            if not 1 <= s <= 100:
+                problems.append("every step must be a percent between 1 and 100, got %r" % s)
+                break
+        if any(b <= a for a, b in zip(steps, steps[1:])):
+            problems.append("steps must be strictly ascending, got %r" % steps)
+        if steps[-1] != 100:
+            problems.append("the last step must be 100 (the cutover ends with all traffic on "
+                            "to_color), got %r" % steps[-1])
+    if not args["step_seconds"] > 0:
+        problems.append("step_seconds must be > 0, got %r" % args["step_seconds"])
+    if not 0 < args["poll_seconds"] <= 2:
+        problems.append("poll_seconds must be > 0 and <= 2 (an abort is acted on within one "
+                        "poll), got %r" % args["poll_seconds"])
+    if not 0 <= args["max_wait_seconds"] <= MAX_WAIT_LIMIT:
+        problems.append("max_wait_seconds must be between 0 and %d, got %r"
+                        % (MAX_WAIT_LIMIT, args["max_wait_seconds"]))
+    if not args["health_timeout"] > 0:
+        problems.append("health_timeout must be > 0, got %r" % args["health_timeout"])
+    for url in args["health_urls"]:
+        if not (url.startswith("http://") or url.startswith("https://")):
+            problems.append("health_urls must be http:// or https:// URLs, got %r" % url)
+    pools = args.get("pools")
+    if pools is not None:
+        for colour, members in pools.items():
+            if colour not in COLOURS:
+                problems.append("pools: unknown colour %r (colours are blue and green)" % colour)
+            elif members is not None and not isinstance(members, list):
+                problems.append("pools.%s must be a list of host:port strings" % colour)
+        if not (pools.get(args["to_color"]) or []):
+            problems.append("pools.%s (to_color) has no server: nothing to move traffic to"
+                            % args["to_color"])
+        if not (pools.get(args["from_color"]) or []):
+            problems.append("pools.%s (from_color) has no server: nothing to go back to"
+                            % args["from_color"])
+    gates = None
+    try:
+        gates = gates_mod.check_gates(dict(
+            (k, args[k]) for k in ("max_error_rate", "max_p95_ms", "abort_error_rate",
+                                   "abort_p95_ms", "min_requests", "abort_min_failures")))
+    except gates_mod.GateError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise AnsibleActionFail("release_cutover: invalid options, nothing was changed: "
+                                + "; ".join(problems))
+    return gates, list(steps)
+
+
+def probe_health(urls, timeout, verify):
+    """Probe every URL (in parallel); a 2xx answer is healthy. Returns a list of results."""
+    if not urls:
+        return []
+    try:
+        import requests
+    except ImportError:
+        return [{"url": u, "ok": False, "error": "python 'requests' is missing on the controller"}
+                for u in urls]
+
+    def one(url):
+        start = time.monotonic()
+        try:
+            resp = requests.get(url, timeout=timeout, verify=verify, allow_redirects=False)
+            ok = 200 <= resp.status_code < 300
+            return {"url": url, "ok": ok, "status": resp.status_code,
+                    "ms": round(1000 * (time.monotonic() - start), 1)}
+        except Exception as exc:  # any failure to get an answer is a failed probe
+            return {"url": url, "ok": False, "error": "%s: %s" % (type(exc).__name__, exc),
+                    "ms": round(1000 * (time.monotonic() - start), 1)}
+
+    with ThreadPoolExecutor(max_workers=min(8, len(urls))) as pool:
+        return list(pool.map(one, urls))
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = True
+
+    def run(self, tmp=None, task_vars=None):
+        self._supports_check_mode = True
+        self._supports_async = False
+        result = super(ActionModule, self).run(tmp, task_vars)
+        del tmp
+        task_vars = task_vars or {}
+        _dummy, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        gates, steps = check_options(args)
+        self._args = args
+        self._gates = gates
+        self._task_vars = task_vars
+        try:
+            if self._task.check_mode:
+                result.update(self._plan(steps))
+            else:
+                result.update(self._cutover(steps))
+        finally:
+            self._remove_tmp_path(self._connection._shell.tmpdir)
+        return result
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _nginx_args(self, shares=None):
+        a = self._args
+        out = {"app": a["app"]}
+        for key in NGINX_PASS_THROUGH:
+            if a.get(key) is not None:
+                out[key] = a[key]
+        if a.get("pools") is not None:
+            out["pools"] = a["pools"]
+        if shares is not None:
+            out["shares"] = shares
+        return out
+
+    def _run(self, module, module_args):
+        res = self._execute_module(module_name=module, module_args=module_args,
+                                   task_vars=self._task_vars)
+        return res
+
+    def _shares(self, to_pct):
+        return {self._args["to_color"]: to_pct, self._args["from_color"]: 100 - to_pct}
+
+    def _attribution_pools(self, pools):
+        """Pools for the log reader: the servers, plus the upstream group names nginx writes
+        in upstream_addr when no server of a group is available."""
+        out = {}
+        for colour in COLOURS:
+            members = list((pools or {}).get(colour) or [])
+            members.append("%s_%s" % (self._args["app"], colour))
+            out[colour] = members
+        return out
+
+    def _read_state(self):
+        res = self._run(UPSTREAM_MODULE, self._nginx_args())
+        if res.get("failed"):
+            raise AnsibleActionFail("release_cutover: cannot read the current state of app %s "
+                                    "(nothing was changed): %s" % (self._args["app"],
+                                                                   res.get("msg")))
+        return res
+
+    # -- check mode -------------------------------------------------------------------------
+    def _plan(self, steps):
+        a = self._args
+        plan = []
+        for i, pct in enumerate(steps, 1):
+            plan.append({"step": i, "share": pct, "shares": self._shares(pct),
+                         "dwell_seconds": a["step_seconds"],
+                         "max_seconds": a["step_seconds"] + a["max_wait_seconds"]})
+        display.display("release_cutover %s (check mode, no traffic moved): %s -> %s in %d steps"
+                        % (a["app"], a["from_color"], a["to_color"], len(steps)))
+        for p in plan:
+            display.display("  plan step %d/%d: %s %d%% / %s %d%%, dwell %gs (up to %gs when "
+                            "traffic is thin)" % (p["step"], len(plan), a["to_color"], p["share"],
+                                                  a["from_color"], 100 - p["share"],
+                                                  p["dwell_seconds"], p["max_seconds"]))
+        display.display("  gates: pass if >= %d requests, error rate <= %s, p95 <= %s; abort if "
+                        "error rate >= %s or p95 >= %s (after %d bad requests) or a health probe "
+                        "fails" % (self._gates["min_requests"], _pct(self._gates["max_error_rate"]),
+                                   _ms(self._gates["max_p95_ms"]),
+                                   _pct(self._gates["abort_error_rate"]),
+                                   _ms(self._gates["abort_p95_ms"]),
+                                   self._gates["abort_min_failures"]))
+        return {"changed": True, "check_mode": True, "plan": plan, "timeline": [],
+                "gates": self._gates, "shares": None,
+                "msg": "check mode: %d steps planned, no traffic moved" % len(plan)}
+
+    # -- the cutover ------------------------------------------------------------------------
+    def _cutover(self, steps):
+        a = self._args
+        gates = self._gates
+        to_c, from_c = a["to_color"], a["from_color"]
+        timeline = []
+        out = {"changed": False, "timeline": timeline, "gates": gates, "from_color": from_c,
+               "to_color": to_c, "reverted": False}
+        start = time.time()
+
+        pools = a.get("pools")
+        if pools is None:
+            state = self._read_state()
+            pools = state.get("pools") or {}
+            if not pools.get(to_c) or not pools.get(from_c):
+                raise AnsibleActionFail(
+                    "release_cutover: app %s has pools %r; both %s and %s need servers "
+                    "(nothing was changed)" % (a["app"], pools, from_c, to_c))
+        attribution = self._attribution_pools(pools)
+        thresholds = gates_mod.latency_thresholds(gates)
+
+        # preflight: the log is readable and the new colour is healthy, before any traffic moves
+        mark = self._run(WINDOW_MODULE, {"log_path": a["log_path"], "from_end": True})
+        if mark.get("failed"):
+            raise AnsibleActionFail("release_cutover: cannot read the access log %s (nothing was "
+                                    "changed): %s" % (a["log_path"], mark.get("msg")))
+        health = probe_health(a["health_urls"], a["health_timeout"], a["health_validate_certs"])
+        bad = [h for h in health if not h["ok"]]
+        timeline.append({"event": "preflight", "time": _now_iso(), "health": health})
+        if bad:
+            out.update(failed=True, msg="release_cutover %s: %s is not healthy, no traffic was "
+                       "moved: %s" % (a["app"], to_c, "; ".join(
+                           "%s -> %s" % (h["url"], h.get("status") or h.get("error"))
+                           for h in bad)))
+            display.display("release_cutover %s: preflight failed, nothing moved" % a["app"])
+            return out
+
+        display.display("release_cutover %s: %s -> %s, steps %s, %gs each"
+                        % (a["app"], from_c, to_c, steps, a["step_seconds"]))
+        for index, pct in enumerate(steps, 1):
+            step = {"event": "step", "step": index, "steps": len(steps), "share": pct,
+                    "shares": self._shares(pct)}
+            timeline.append(step)
+            try:
+                verdict = self._run_step(step, attribution, thresholds)
+            except Exception as exc:  # anything unexpected once traffic may have moved: go back
+                step.update(verdict="error", reasons=[str(exc)], ended=_now_iso())
+                self._show(step)
+                return self._revert_and_fail(out, step, "error: %s" % exc)
+            out["changed"] = True
+            self._show(step)
+            if verdict != gates_mod.PASS:
+                return self._revert_and_fail(out, step, "; ".join(step.get("reasons") or []))
+        out["shares"] = self._shares(100)
+        out["seconds"] = round(time.time() - start, 3)
+        out["msg"] = ("release_cutover %s: all traffic on %s after %d steps in %.0f s"
+                      % (a["app"], to_c, len(steps), out["seconds"]))
+        display.display(out["msg"])
+        return out
+
+    def _run_step(self, step, attribution, thresholds):
+        a = self._args
+        gates = self._gates
+        mark = self._run(WINDOW_MODULE, {"log_path": a["log_path"], "from_end": True})
+        if mark.get("failed"):
+            raise AnsibleActionFail("cannot read the access log %s: %s"
+                                    % (a["log_path"], mark.get("msg")))
+        step["position"] = mark.get("position")
+        set_res = self._run(UPSTREAM_MODULE, self._nginx_args(step["shares"]))
+        t0 = time.monotonic()
+        step["started_epoch"] = round(time.time(), 3)
+        step["started"] = _now_iso(step["started_epoch"])
+        if set_res.get("failed"):
+            step["verdict"] = "error"
+            step["reasons"] = ["nginx_upstream failed: %s" % set_res.get("msg")]
+            step["ended"] = _now_iso()
+            return "error"
+        step["set_changed"] = bool(set_res.get("changed"))
+        step["reloaded"] = bool(set_res.get("reloaded"))
+        dwell_end = t0 + a["step_seconds"]
+        wait_end = dwell_end + a["max_wait_seconds"]
+        polls = []
+        step["polls"] = polls
+        waiting_shown = False
+        while True:
+            poll_start = time.monotonic()
+            window = self._run(WINDOW_MODULE, {
+                "log_path": a["log_path"], "pools": attribution, "position": step["position"],
+                "latency_thresholds_ms": thresholds})
+            health = probe_health(a["health_urls"], a["health_timeout"],
+                                  a["health_validate_certs"])
+            now = time.monotonic()
+            if window.get("failed"):
+                decision = {"verdict": gates_mod.ABORT, "breaches": [
+                    {"metric": "traffic_window", "value": window.get("msg"), "op": "failed",
+                     "threshold": a["log_path"]}],
+                    "reasons": ["cannot read the access log: %s" % window.get("msg")]}
+                view = {}
+            else:
+                view = candidate_view(window, a["to_color"], a["count_unattributed_5xx"],
+                                      thresholds)
+                decision = gates_mod.evaluate(view, gates, final=now >= dwell_end,
+                                              wait_over=now >= wait_end, health=health)
+            poll = {"t": round(now - t0, 3), "verdict": decision["verdict"],
+                    "requests": view.get("requests"), "errors_5xx": view.get("errors_5xx"),
+                    "error_rate": view.get("error_rate"), "p95_ms": view.get("p95_ms")}
+            if health:
+                poll["health_ok"] = all(h["ok"] for h in health)
+            polls.append(poll)
+            display.vv("  poll step %d t=%.1fs: %s requests, %s 5xx, p95 %s -> %s" % (
+                step["step"], poll["t"], poll["requests"], poll["errors_5xx"],
+                _ms(poll["p95_ms"]), poll["verdict"]))
+            verdict = decision["verdict"]
+            if verdict == gates_mod.WAIT and not waiting_shown:
+                waiting_shown = True
+                display.display("  step %d/%d: %s at %d%%: %s requests so far, need %d; waiting "
+                                "up to %gs more" % (step["step"], step["steps"], a["to_color"],
+                                                    step["share"], view.get("requests"),
+                                                    gates["min_requests"], a["max_wait_seconds"]))
+            if verdict in (gates_mod.PASS, gates_mod.FAIL, gates_mod.ABORT):
+                break
+            sleep_for = a["poll_seconds"] - (time.monotonic() - poll_start)
+            if verdict == gates_mod.WATCH:
+                sleep_for = min(sleep_for, dwell_end - time.monotonic())
+            if sleep_for > 0:
+                time.sleep(sleep_for)
+        ended = time.time()
+        step.update({
+            "verdict": verdict, "reasons": decision["reasons"], "breaches": decision["breaches"],
+            "ended_epoch": round(ended, 3), "ended": _now_iso(ended),
+            "seconds": round(ended - step["started_epoch"], 3),
+            "requests": view.get("requests"), "errors_5xx": view.get("errors_5xx"),
+            "error_rate": view.get("error_rate"), "p50_ms": view.get("p50_ms"),
+            "p95_ms": view.get("p95_ms"), "p99_ms": view.get("p99_ms"),
+            "unattributed_5xx": view.get("unattributed_5xx"),
+            "health": health,
+        })
+        if not window.get("failed"):
+            step["pools"] = dict((c, {k: s.get(k) for k in (
+                "requests", "errors_5xx", "error_rate", "p50_ms", "p95_ms", "p99_ms")})
+                for c, s in window["pools"].items())
+            step["unattributed"] = {k: window["unattributed"].get(k) for k in (
+                "requests", "errors_5xx")}
+            step["malformed"] = window.get("malformed")
+        return verdict
+
+    def _show(self, step):
+        a = self._args
+        display.display(
+            "  step %d/%d: %s %3d%%  requests %-6s error rate %-7s p95 %-8s -> %s (%.1fs)%s" % (
+                step["step"], step["steps"], a["to_color"], step["share"],
+                step.get("requests"), _pct(step.get("error_rate")), _ms(step.get("p95_ms")),
+                step.get("verdict"), step.get("seconds") or 0.0,
+                (": " + "; ".join(step["reasons"])) if step.get("reasons") else ""))
+
+    def _revert_and_fail(self, out, step, why):
+        a = self._args
+        from_c = a["from_color"]
+        shares = self._shares(0)
+        t = time.time()
+        res = self._run(UPSTREAM_MODULE, self._nginx_args(shares))
+        revert = {"event": "revert", "time": _now_iso(t), "time_epoch": round(t, 3),
+                  "shares": shares, "ok": not res.get("failed"),
+                  "seconds": round(time.time() - t, 3)}
+        out["timeline"].append(revert)
+        out["failed"] = True
+        out["changed"] = True
+        out["failed_step"] = step.get("step")
+        out["breaches"] = step.get("breaches") or []
+        thresholds = dict((k, self._gates[k]) for k in ("max_error_rate", "max_p95_ms",
+                                                         "abort_error_rate", "abort_p95_ms",
+                                                         "min_requests", "abort_min_failures"))
+        out["thresholds"] = thresholds
+        head = ("release_cutover %s: step %d/%d (%s at %d%%) %s: %s. Numbers: %s requests, "
+                "error rate %s, p95 %s. Thresholds: pass error rate <= %s and p95 <= %s with >= %d "
+                "requests; abort at error rate >= %s or p95 >= %s."
+                % (a["app"], step["step"], step["steps"], a["to_color"], step["share"],
+                   step.get("verdict"), why, step.get("requests"), _pct(step.get("error_rate")),
+                   _ms(step.get("p95_ms")), _pct(thresholds["max_error_rate"]),
+                   _ms(thresholds["max_p95_ms"]), thresholds["min_requests"],
+                   _pct(thresholds["abort_error_rate"]), _ms(thresholds["abort_p95_ms"])))
+        if revert["ok"]:
+            out["reverted"] = True
+            out["shares"] = shares
+            out["msg"] = head + " Traffic is back on %s (100 %%)." % from_c
+            display.display("  reverted: %s 100%% (%.2fs)" % (from_c, revert["seconds"]))
+        else:
+            out["reverted"] = False
+            out["msg"] = head + (" REVERT FAILED, traffic is NOT back on %s: %s"
+                                 % (from_c, res.get("msg")))
+            display.error("release_cutover %s: revert to %s failed: %s"
+                          % (a["app"], from_c, res.get("msg")))
+        return out

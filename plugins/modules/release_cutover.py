@@ -1,0 +1,289 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: greenflow platform engineers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+# This file only documents the action plugin plugins/action/release_cutover.py (it runs on the
+# controller), so that `ansible-doc greenflow.platform.release_cutover` renders.
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: release_cutover
+short_description: Health-gated blue/green cutover on nginx in weighted steps
+version_added: 0.1.0
+description:
+  - Moves the traffic of an app from O(from_color) to O(to_color) in steps (default 5, 25, 50,
+    100 %). Each step sets the shares with M(greenflow.platform.nginx_upstream), dwells
+    O(step_seconds) and watches the step's window of the load balancer's JSON access log with
+    M(greenflow.platform.traffic_window) every O(poll_seconds), and probes O(health_urls) of the
+    new colour from the controller at every poll.
+  - B(Abort) - at any poll, when the new colour's error rate is >= O(abort_error_rate) or its
+    p95 >= O(abort_p95_ms) (each resting on at least O(abort_min_failures) bad requests, so one
+    unlucky request never aborts), when a health probe fails, or when the log cannot be read, all
+    traffic goes back to O(from_color) at once (100 %), then the task fails with the step, the
+    numbers and the thresholds that broke.
+  - B(End of the dwell) - the step passes only with at least O(min_requests) requests, error rate
+    <= O(max_error_rate) and p95 <= O(max_p95_ms). With fewer requests the step B(waits) (the
+    window keeps growing, abort lines still apply) up to O(max_wait_seconds) more, then fails
+    safe. Numbers between the pass line and the abort line are inconclusive and B(fail) (an
+    unattended cutover does not move more traffic on doubt). Every failure sends all traffic back
+    to O(from_color).
+  - The judged numbers are the new colour's pool (by the last C(upstream_addr)); 5xx answered by
+    nginx without an upstream during the step are charged to the new colour too (see
+    O(count_unattributed_5xx)). Latency is C(upstream_response_time) of the answering server.
+  - Shows one line per step as it happens (step, share, requests, error rate, p95, verdict) and
+    returns the whole RV(timeline). Before the first step it checks that the log is readable and
+    that the health URLs answer, so a dead new colour gets no traffic at all.
+  - Options are checked before anything is touched (steps strictly ascending, 1-100, ending at
+    100; different colours; gates in order; poll at most 2 s).
+  - This is an action plugin; it runs on the controller and its task targets the load balancer
+    host, where the two modules run.
+author:
+  - greenflow platform engineers
+options:
+  app:
+    description: The app, as in M(greenflow.platform.nginx_upstream).
+    type: str
+    required: true
+  from_color:
+    description: The colour that serves now and takes all traffic back on failure.
+    type: str
+    required: true
+    choices: [blue, green]
+  to_color:
+    description: The new colour.
+    type: str
+    required: true
+    choices: [blue, green]
+  pools:
+    description:
+      - Servers of each colour (dict colour -> list of C(host:port)), passed to
+        M(greenflow.platform.nginx_upstream) and used to attribute log lines to pools.
+      - Omitted, the pools in the app's generated nginx file are used.
+    type: dict
+  steps:
+    description: Percent of traffic on O(to_color) at each step; strictly ascending, 1-100, last 100.
+    type: list
+    elements: int
+    default: [5, 25, 50, 100]
+  step_seconds:
+    description: Dwell of each step, in seconds.
+    type: float
+    default: 60
+  poll_seconds:
+    description: Seconds between polls of the log and the health URLs (more than 0, at most 2).
+    type: float
+    default: 2
+  min_requests:
+    description: Requests the new colour must have served in a step's window for it to be judged.
+    type: int
+    default: 50
+  max_wait_seconds:
+    description:
+      - How much longer than O(step_seconds) a step may wait for O(min_requests) (0-3600); then
+        the cutover fails safe and goes back.
+    type: float
+    default: 300
+  max_error_rate:
+    description: Pass line - highest error rate (fraction of 5xx, 0.01 = 1 %) that passes.
+    type: float
+    default: 0.01
+  max_p95_ms:
+    description: Pass line - highest p95 of upstream response time (ms) that passes.
+    type: float
+    default: 500
+  abort_error_rate:
+    description: Abort line - an error rate at or above it aborts at once.
+    type: float
+    default: 0.05
+  abort_p95_ms:
+    description: Abort line - a p95 (ms) at or above it aborts at once.
+    type: float
+    default: 1000
+  abort_min_failures:
+    description:
+      - Minimum evidence for an abort line - at least this many 5xx (error rate) or responses at
+        or over O(abort_p95_ms) (latency) in the step's window.
+    type: int
+    default: 5
+  count_unattributed_5xx:
+    description:
+      - Charge 5xx that nginx answered without any upstream (or from an address in no pool) to
+        the new colour. Fail safe - an unexplained server error during a canary is blamed on what
+        changed.
+    type: bool
+    default: true
+  health_urls:
+    description:
+      - Health endpoints of the new colour (its servers directly, not through nginx), probed
+        with GET from the controller before the first step and at every poll. Any answer other
+        than 2xx, or none within O(health_timeout), aborts.
+    type: list
+    elements: str
+    default: []
+  health_timeout:
+    description: Timeout of one health probe, in seconds.
+    type: float
+    default: 2
+  health_validate_certs:
+    description: Verify TLS certificates of https health URLs.
+    type: bool
+    default: true
+  log_path:
+    description: The JSON access log on the load balancer (see M(greenflow.platform.traffic_window)).
+    type: path
+    required: true
+  conf_path:
+    description: Passed to M(greenflow.platform.nginx_upstream).
+    type: path
+  nginx_bin:
+    description: Passed to M(greenflow.platform.nginx_upstream).
+    type: str
+  nginx_conf:
+    description: Passed to M(greenflow.platform.nginx_upstream).
+    type: path
+  nginx_prefix:
+    description: Passed to M(greenflow.platform.nginx_upstream).
+    type: path
+  nginx_pid:
+    description: Passed to M(greenflow.platform.nginx_upstream).
+    type: path
+  keepalive:
+    description: Passed to M(greenflow.platform.nginx_upstream).
+    type: int
+  max_fails:
+    description: Passed to M(greenflow.platform.nginx_upstream).
+    type: int
+  fail_timeout:
+    description: Passed to M(greenflow.platform.nginx_upstream).
+    type: int
+  validate:
+    description: Passed to M(greenflow.platform.nginx_upstream).
+    type: bool
+  reload:
+    description: Passed to M(greenflow.platform.nginx_upstream).
+    type: bool
+  lock_timeout:
+    description: Passed to M(greenflow.platform.nginx_upstream).
+    type: int
+  reload_timeout:
+    description: Passed to M(greenflow.platform.nginx_upstream).
+    type: int
+notes:
+  - Check mode prints and returns the plan (RV(plan)) and moves no traffic.
+  - The task's duration is bounded - at most about len(steps) x (O(step_seconds) +
+    O(max_wait_seconds)) plus the time of the module runs.
+  - C(requests) must be installed on the controller for O(health_urls).
+attributes:
+  action:
+    support: full
+  async:
+    support: none
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+seealso:
+  - module: greenflow.platform.nginx_upstream
+  - module: greenflow.platform.traffic_window
+"""
+
+EXAMPLES = r"""
+- name: Canary green - 5 % for 2 minutes, then 25, 50, 100 % - back to blue by itself if it hurts
+  greenflow.platform.release_cutover:
+    app: demo
+    from_color: blue
+    to_color: green
+    steps: [5, 25, 50, 100]
+    step_seconds: 120
+    log_path: /var/log/nginx/greenflow-access.json
+    health_urls:
+      - http://10.0.0.11:8082/health
+      - http://10.0.0.12:8082/health
+  register: cutover
+
+- name: Show the timeline
+  ansible.builtin.debug:
+    var: cutover.timeline
+
+- name: Strict gates for a busy app, pools given explicitly
+  greenflow.platform.release_cutover:
+    app: shop
+    from_color: green
+    to_color: blue
+    pools:
+      blue: ["10.0.0.11:9081", "10.0.0.12:9081"]
+      green: ["10.0.0.11:9082", "10.0.0.12:9082"]
+    steps: [1, 10, 50, 100]
+    step_seconds: 300
+    min_requests: 500
+    max_error_rate: 0.002
+    max_p95_ms: 250
+    abort_error_rate: 0.02
+    abort_p95_ms: 800
+    log_path: /var/log/nginx/greenflow-access.json
+"""
+
+RETURN = r"""
+timeline:
+  description:
+    - What happened, in order - a C(preflight) entry, one C(step) entry per step tried, and a
+      C(revert) entry when traffic was sent back.
+    - A step entry holds step, steps, share, shares, started / ended (ISO 8601 UTC) and their
+      epochs, seconds, verdict (pass, fail, abort, error), reasons, breaches, the judged numbers
+      (requests, errors_5xx, error_rate, p50_ms, p95_ms, p99_ms, unattributed_5xx), per-pool
+      numbers (pools), the last health probes and every poll (t, verdict, requests, error_rate,
+      p95_ms).
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {"event": "preflight", "time": "2025-05-01T10:00:00.000+00:00", "health": []}
+    - {"event": "step", "step": 1, "steps": 4, "share": 5, "shares": {"green": 5, "blue": 95},
+       "started": "2025-05-01T10:00:00.412+00:00", "ended": "2025-05-01T10:02:00.530+00:00",
+       "seconds": 120.1, "verdict": "pass", "reasons": [], "requests": 312, "errors_5xx": 0,
+       "error_rate": 0.0, "p95_ms": 41.0}
+plan:
+  description: In check mode, the steps that would run (step, share, shares, dwell_seconds, max_seconds).
+  returned: check mode
+  type: list
+  elements: dict
+shares:
+  description: Shares in force at the end (to_color 100 after success, from_color 100 after a revert).
+  returned: success or revert
+  type: dict
+  sample: {"green": 100, "blue": 0}
+reverted:
+  description: Whether traffic was sent back to O(from_color).
+  returned: always (not in check mode)
+  type: bool
+failed_step:
+  description: Number of the step that failed.
+  returned: failure
+  type: int
+breaches:
+  description: What broke the gate - metric, value, op, threshold (and counts).
+  returned: failure
+  type: list
+  elements: dict
+  sample: [{"metric": "error_rate", "value": 0.31, "op": ">=", "threshold": 0.05,
+            "errors_5xx": 31, "requests": 100}]
+thresholds:
+  description: The gates in force.
+  returned: failure
+  type: dict
+gates:
+  description: The gates in force (after defaults).
+  returned: always
+  type: dict
+seconds:
+  description: Duration of a successful cutover.
+  returned: success
+  type: float
+"""

@@ -1,0 +1,214 @@
+"""greenflow.platform.release_cutover for real: ansible-playbook drives a real nginx on 127.0.0.1
+(the nginx_lab fixture: 2 blue + 2 green backends with fault knobs, JSON access log) under a
+bounded load. Traffic goes to 127.0.0.1 only; every load is bounded in count and time.
+"""
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import nginx_fixture
+import pytest
+
+REPO_ROOT = nginx_fixture.REPO_ROOT
+PLAYBOOK_TIMEOUT = 300
+
+
+def run_cutover(tmp_path, args, check=False, name="cutover"):
+    """Run the action plugin in a playbook; returns (registered result, stdout)."""
+    out_file = str(tmp_path / ("%s-result.json" % name))
+    play = [{
+        "name": "cutover test",
+        "hosts": "localhost",
+        "gather_facts": False,
+        "tasks": [
+            {"name": "Cutover", "greenflow.platform.release_cutover": args,
+             "register": "cutover", "ignore_errors": True},
+            {"name": "Save the result", "ansible.builtin.copy": {
+                "content": "{{ cutover | to_json }}", "dest": out_file, "mode": "0644"},
+             "check_mode": False},
+        ],
+    }]
+    playbook = str(tmp_path / ("%s.yml" % name))
+    with open(playbook, "w") as fh:
+        json.dump(play, fh)
+    cmd = [os.path.join(nginx_fixture.VENV_BIN, "ansible-playbook"), "-i", "localhost,",
+           "-c", "local", "-e", "ansible_python_interpreter=%s" % sys.executable, playbook]
+    if check:
+        cmd.append("--check")
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
+               ANSIBLE_CONFIG=os.path.join(REPO_ROOT, "ansible.cfg"))
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=PLAYBOOK_TIMEOUT)
+    assert os.path.exists(out_file), "playbook did not finish:\n%s\n%s" % (proc.stdout,
+                                                                          proc.stderr)
+    with open(out_file) as fh:
+        return json.load(fh), proc.stdout
+
+
+def base_args(lab, **extra):
+    args = lab.module_args(pools=lab.pools, log_path=lab.access_log, from_color="blue",
+                           to_color="green")
+    args.update(extra)
+    return args
+
+
+def current_shares(lab):
+    return nginx_fixture.run_module(lab.module_args())["shares"]
+
+
+def steps_of(result):
+    return [e for e in result["timeline"] if e["event"] == "step"]
+
+
+def wait_until(predicate, timeout=60.0, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def test_good_cutover_reaches_green_without_failures(nginx_lab, tmp_path):
+    lab = nginx_lab
+    load = nginx_fixture.Load(lab.url, threads=3, max_requests=20000, max_seconds=120,
+                              pause=0.005).start()
+    try:
+        result, stdout = run_cutover(tmp_path, base_args(
+            lab, steps=[10, 50, 100], step_seconds=2, poll_seconds=1, min_requests=10,
+            max_wait_seconds=20,
+            health_urls=[b.url + "/health" for b in lab.backends["green"]]))
+    finally:
+        traffic = load.stop()
+    assert not result.get("failed"), result.get("msg")
+    assert result["shares"] == {"green": 100, "blue": 0}
+    assert current_shares(lab) == {"blue": 0, "green": 100}
+    steps = steps_of(result)
+    assert [s["share"] for s in steps] == [10, 50, 100]
+    assert all(s["verdict"] == "pass" for s in steps)
+    assert all(s["requests"] >= 10 and s["errors_5xx"] == 0 for s in steps)
+    assert all(s["started"] <= s["ended"] for s in steps)
+    # a line per step, as it happened
+    for i in (1, 2, 3):
+        assert "step %d/3" % i in stdout
+    assert traffic.failed == 0, traffic.summary()
+    assert traffic.requests > 0
+    after = nginx_fixture.fire(lab.url, 60, threads=2, max_seconds=60)
+    assert after.failed == 0 and after.by_pool == {"green": 60}, after.summary()
+
+
+def test_new_pool_answering_500_aborts_within_one_poll(nginx_lab, tmp_path):
+    lab = nginx_lab
+    for b in lab.backends["green"]:
+        b.set_faults(error_rate=1.0)
+    load = nginx_fixture.Load(lab.url, threads=3, max_requests=20000, max_seconds=120,
+                              pause=0.005).start()
+    try:
+        result, stdout = run_cutover(tmp_path, base_args(
+            lab, steps=[25, 100], step_seconds=30, poll_seconds=1, min_requests=10,
+            max_wait_seconds=0))
+    finally:
+        load.stop()
+    assert result.get("failed")
+    assert result["reverted"] is True
+    assert result["failed_step"] == 1
+    step = steps_of(result)[0]
+    assert step["verdict"] == "abort"
+    assert any(b["metric"] == "error_rate" for b in result["breaches"])
+    # acted on at the first poll that saw the breach: every earlier poll was below the evidence
+    # minimum, and the dwell (30 s of polls) was cut short
+    polls = step["polls"]
+    assert polls[-1]["verdict"] == "abort"
+    assert all(p["errors_5xx"] < 5 for p in polls[:-1])
+    assert len(polls) < 30
+    assert "error rate" in result["msg"] and ">= 5.00%" in result["msg"]
+    assert "back on blue" in result["msg"]
+    assert result["timeline"][-1]["event"] == "revert" and result["timeline"][-1]["ok"]
+    # nginx's state and traffic: blue carries everything again
+    assert current_shares(lab) == {"blue": 100, "green": 0}
+    after = nginx_fixture.fire(lab.url, 60, threads=2, max_seconds=60)
+    assert after.by_pool == {"blue": 60} and after.failed == 0, after.summary()
+
+
+def test_health_probe_failure_during_a_step_aborts(nginx_lab, tmp_path):
+    lab = nginx_lab
+    green = lab.backends["green"][0]
+
+    def break_green_once_it_has_traffic():
+        if wait_until(lambda: current_shares(lab).get("green", 0) > 0, timeout=90):
+            green.set_faults(healthy=False)
+
+    flipper = threading.Thread(target=break_green_once_it_has_traffic, daemon=True)
+    load = nginx_fixture.Load(lab.url, threads=2, max_requests=20000, max_seconds=120,
+                              pause=0.01).start()
+    flipper.start()
+    try:
+        result, _ = run_cutover(tmp_path, base_args(
+            lab, steps=[20, 100], step_seconds=30, poll_seconds=1, min_requests=10,
+            max_wait_seconds=0, health_urls=[green.url + "/health"], health_timeout=2))
+    finally:
+        load.stop()
+        flipper.join(100)
+    assert result.get("failed") and result["reverted"]
+    assert steps_of(result)[0]["verdict"] == "abort"
+    assert [b["metric"] for b in result["breaches"]] == ["health"]
+    assert "health probe" in result["msg"]
+    assert current_shares(lab) == {"blue": 100, "green": 0}
+
+
+def test_unhealthy_new_colour_gets_no_traffic_at_all(nginx_lab, tmp_path):
+    lab = nginx_lab
+    lab.backends["green"][1].set_faults(healthy=False)
+    reloads = lab.reload_count()
+    result, _ = run_cutover(tmp_path, base_args(
+        lab, steps=[5, 100], step_seconds=5, poll_seconds=1,
+        health_urls=[b.url + "/health" for b in lab.backends["green"]]))
+    assert result.get("failed")
+    assert "no traffic was moved" in result["msg"]
+    assert steps_of(result) == []
+    assert lab.reload_count() == reloads
+    assert current_shares(lab) == {"blue": 100, "green": 0}
+
+
+def test_check_mode_moves_nothing(nginx_lab, tmp_path):
+    lab = nginx_lab
+    with open(lab.upstream_conf) as fh:
+        before = fh.read()
+    reloads = lab.reload_count()
+    result, stdout = run_cutover(tmp_path, base_args(lab, steps=[5, 25, 50, 100],
+                                                     step_seconds=60), check=True)
+    assert not result.get("failed"), result.get("msg")
+    assert [p["share"] for p in result["plan"]] == [5, 25, 50, 100]
+    assert result["plan"][0]["shares"] == {"green": 5, "blue": 95}
+    assert "plan step 1/4" in stdout
+    with open(lab.upstream_conf) as fh:
+        assert fh.read() == before
+    assert lab.reload_count() == reloads
+
+
+@pytest.mark.parametrize("bad,msg", [
+    ({"steps": [50, 25, 100]}, "ascending"),
+    ({"steps": [5, 50]}, "last step must be 100"),
+    ({"steps": [0, 100]}, "between 1 and 100"),
+    ({"to_color": "blue"}, "must differ"),
+    ({"poll_seconds": 5}, "poll_seconds"),
+    ({"max_error_rate": 0.2}, "below abort_error_rate"),
+    ({"health_urls": ["ftp://x"]}, "health_urls"),
+])
+def test_bad_options_fail_before_touching_anything(nginx_lab, tmp_path, bad, msg):
+    lab = nginx_lab
+    with open(lab.upstream_conf) as fh:
+        before = fh.read()
+    result, _ = run_cutover(tmp_path, base_args(lab, **bad))
+    assert result.get("failed")
+    assert msg in result["msg"]
+    with open(lab.upstream_conf) as fh:
+        assert fh.read() == before
+
+
+def test_unknown_colour_is_rejected(nginx_lab, tmp_path):
+    result, _ = run_cutover(tmp_path, base_args(nginx_lab, to_color="red"))
+    assert result.get("failed") and "red" in result["msg"]
