@@ -30,7 +30,7 @@ POOLS = {
 }
 
 
-def write_log(path, n, seed=7):
+def write_log(path, n, seed=7, numbers=False):
     rnd = random.Random(seed)
     servers = POOLS["blue"] + POOLS["green"]
     t0 = time.time() - n / 1000.0
@@ -55,7 +55,7 @@ def write_log(path, n, seed=7):
                 "msec": msec,
                 "time": "2025-01-01T00:00:00+00:00",
                 "status": status,
-                "request_time": urt if urt != "-" else "0.000",
+                "request_time": urt.rsplit(" ", 1)[-1] if urt != "-" else "0.000",
                 "upstream_addr": addr,
                 "upstream_status": ustatus,
                 "upstream_response_time": urt,
@@ -63,6 +63,9 @@ def write_log(path, n, seed=7):
                 "host": "demo.local",
                 "request": "GET /api/items/%d HTTP/1.1" % (i % 1000),
             }
+            if numbers:  # the test fixture's format: status and request_time unquoted
+                rec["status"] = int(rec["status"])
+                rec["request_time"] = float(rec["request_time"])
             buf.append(json.dumps(rec, separators=(",", ":")) + "\n")
             if len(buf) >= 10000:
                 fh.write("".join(buf))
@@ -74,12 +77,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, default=1000000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--numbers", action="store_true",
+                    help="write status and request_time as JSON numbers, not strings")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="bench_traffic_")
     try:
         path = os.path.join(tmp, "access.json.log")
         t = time.perf_counter()
-        write_log(path, args.lines)
+        write_log(path, args.lines, numbers=args.numbers)
         gen = time.perf_counter() - t
         size = os.path.getsize(path)
         print("generated %d lines (%.1f MB) in %.2f s" % (args.lines, size / 1e6, gen))

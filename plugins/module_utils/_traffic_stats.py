@@ -201,42 +201,87 @@ class TrafficStats:
                 self._slow_block(good)
 
     def _split_block(self, block):
-        """The common case, all in C: nginx's ``escape=json`` lines with string values only, no
-        backslash, the same keys in the same order. Splitting the block on '"' then gives keys and
-        values at fixed strides; the text between the strings must be exactly the JSON
-        punctuation of flat objects, which validates every line. Anything else: False."""
-        text = ",".join(block)
+        """The common case, all in C: nginx's ``escape=json`` lines (no backslash) of one
+        log_format, so every line has the same keys in the same order and the same quotes.
+        Joined with '"' and split on '"', line i is tokens[i*s:(i+1)*s]; keys, string values and
+        the punctuation between them sit at fixed positions, and comparing each column with the
+        first line's validates every line. Unquoted values (``"status":$status``) sit in the
+        punctuation tokens and must be numbers. Anything else: False (full JSON parsing)."""
+        text = '"'.join(block)
         if "\\" in text:
             return False
         n = len(block)
-        k = block[0].count('"') // 4
-        if k == 0:
+        q = block[0].count('"')
+        if q == 0 or q % 2:
             return False
+        s = q + 1
         tokens = text.split('"')
-        if len(tokens) != 4 * k * n + 1:
+        if len(tokens) != n * s:
             return False
-        line_shape = "{" + ":," * (k - 1) + ":}"
-        if "".join(tokens[0::2]) != ",".join([line_shape] * n):
+        tmpl = tokens[:s]
+        if tmpl[0] != "{":
             return False
-        keys = tokens[1::4]
-        head = keys[:k]
-        if keys != head * n:
-            return False
-        values = tokens[3::4]
+        fields = {}
+        const = [0]
+        literals = []
+        j = 1
+        while True:
+            if j + 1 >= s:
+                return False
+            const.append(j)                        # the key
+            sep = tmpl[j + 1]
+            if sep == ":":                         # "key":"value"
+                if j + 3 >= s:
+                    return False
+                fields[tmpl[j]] = (False, j + 2)
+                const.append(j + 1)
+                const.append(j + 3)
+                nxt = tmpl[j + 3]
+                if nxt == "}":
+                    if j + 3 != s - 1:
+                        return False
+                    break
+                if nxt != ",":
+                    return False
+                j += 4
+            elif len(sep) > 2 and sep[0] == ":" and sep[-1] in ",}":   # "key":123,
+                fields[tmpl[j]] = (True, j + 1)
+                literals.append(j + 1)
+                if sep[-1] == "}":
+                    if j + 1 != s - 1:
+                        return False
+                    break
+                j += 2
+            else:
+                return False
+        for pos in const:
+            if tokens[pos::s] != [tmpl[pos]] * n:
+                return False
         try:
-            msecs = values[head.index("msec")::k]
-            statuses = values[head.index("status")::k]
+            for pos in literals:
+                end = tmpl[pos][-1]
+                col = tokens[pos::s]
+                if not all(t[0] == ":" and t[-1] == end for t in col):
+                    return False
+                for value in map(float, [t[1:-1] for t in col]):
+                    pass
         except ValueError:
-            return False  # a required field is missing: line by line, each one is counted
+            return False
 
         def column(name):
-            if name in head:
-                return values[head.index(name)::k]
-            return [None] * n
+            hit = fields.get(name)
+            if hit is None:
+                return [None] * n
+            literal, pos = hit
+            col = tokens[pos::s]
+            return [t[1:-1] for t in col] if literal else col
 
+        if "msec" not in fields or "status" not in fields:
+            return False  # line by line: each one is counted as malformed
         hosts = column("host") if self.host is not None else None
-        return self._feed(msecs, column("upstream_addr"), column("upstream_status"), statuses,
-                          column("upstream_response_time"), hosts, strings=True)
+        return self._feed(column("msec"), column("upstream_addr"), column("upstream_status"),
+                          column("status"), column("upstream_response_time"), hosts,
+                          strings=True)
 
     def _json_block(self, block):
         """Lines with escapes or other shapes: one C-level json.loads for the whole block."""

@@ -334,3 +334,41 @@ def test_candidate_view_charges_unattributed_5xx():
     plain = candidate_view(window, "green", count_unattributed_5xx=False)
     assert plain["requests"] == 95 and plain["errors_5xx"] == 0
     assert candidate_view(window, "nosuch")["requests"] == 5
+
+
+def fixture_format_line(i):
+    """The integration fixture's log_format: status and request_time are unquoted numbers."""
+    addr = ["127.0.0.1:8081", "127.0.0.1:9091", "-"][i % 3]
+    return ('{"msec":"%.3f","time":"2023-11-14T22:13:20+00:00","status":%d,"request_time":%.3f,'
+            '"upstream_addr":"%s","upstream_status":"%s","upstream_response_time":"%s",'
+            '"request_id":"abc","upstream_name":"demo_blue","uri":"/"}'
+            % (T0 + i, 500 if i % 5 == 0 else 200, 0.01, addr,
+               "-" if addr == "-" else ("500" if i % 5 == 0 else "200"),
+               "-" if addr == "-" else "0.0%02d" % (i % 90)))
+
+
+def test_unquoted_numbers_take_the_fast_path_and_agree(monkeypatch):
+    lines = [fixture_format_line(i) for i in range(600)]
+    calls = []
+    real_json_block = TrafficStats._json_block
+    monkeypatch.setattr(TrafficStats, "_json_block",
+                        lambda self, block: calls.append(len(block)) or real_json_block(self, block))
+    fast = stats_of(lines)
+    assert calls == []          # parsed by the split path
+    monkeypatch.setattr(TrafficStats, "_split_block", lambda self, block: False)
+    monkeypatch.setattr(TrafficStats, "_json_block", lambda self, block: False)
+    slow = stats_of(lines)
+    assert fast == slow
+    assert fast["pools"]["blue"]["requests"] == 200 and fast["unattributed"]["requests"] == 200
+    assert fast["pools"]["green"]["errors_5xx"] == 40
+
+
+@pytest.mark.parametrize("bad", [
+    '{"msec":"1700000000.000","status":abc,"upstream_addr":"127.0.0.1:9091"}',
+    '{"msec":"1700000000.000","status":200 "upstream_addr":"127.0.0.1:9091"}',
+    '{"msec":"1700000000.000","status":,"upstream_addr":"127.0.0.1:9091"}',
+])
+def test_broken_unquoted_values_are_malformed(bad):
+    good = '{"msec":"1700000000.000","status":200,"upstream_addr":"127.0.0.1:9091"}'
+    r = stats_of([good, bad, good])
+    assert r["malformed"] == 1 and r["pools"]["green"]["requests"] == 2
