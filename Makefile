@@ -5,6 +5,9 @@ SHELL := /bin/bash
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# ansible-lint and molecule install a copy of the collection under ANSIBLE_HOME; keep that copy in this
+# checkout (not ~/.ansible, where a stale copy from another checkout would shadow this one).
+export ANSIBLE_HOME := $(CURDIR)/.cache/ansible-home
 # Our scenarios live in the top-level molecule/ folder (the collection layout). Recent molecule looks
 # in extensions/molecule/ when it finds a galaxy.yml; this tells it where ours are.
 export MOLECULE_GLOB := molecule/*/molecule.yml
@@ -60,6 +63,7 @@ test-integration: venv debian-packages
 
 lint: venv
 	yamllint -s .
+	rm -rf $(ANSIBLE_HOME)/collections/ansible_collections/greenflow
 	ansible-lint
 
 molecule: venv docker
