@@ -186,7 +186,8 @@ class ActionModule(ActionBase):
             if self._task.check_mode:
                 result.update(self._plan(steps))
             else:
-                result.update(self._cutover(steps))
+                with ThreadPoolExecutor(max_workers=1) as self._probe_pool:
+                    result.update(self._cutover(steps))
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)
         return result
@@ -295,12 +296,17 @@ class ActionModule(ActionBase):
 
         display.display("release_cutover %s: %s -> %s, steps %s, %gs each"
                         % (a["app"], from_c, to_c, steps, a["step_seconds"]))
+        # Each window starts where the previous read stopped (before the new shares are set):
+        # no request of the step is missed; the few of the previous split it may include are
+        # attributed to the pool that really answered them.
+        position = mark.get("position")
         for index, pct in enumerate(steps, 1):
             step = {"event": "step", "step": index, "steps": len(steps), "share": pct,
-                    "shares": self._shares(pct)}
+                    "shares": self._shares(pct), "position": position}
             timeline.append(step)
             try:
                 verdict = self._run_step(step, attribution, thresholds)
+                position = step.get("end_position") or position
             except Exception as exc:  # anything unexpected once traffic may have moved: go back
                 step.update(verdict="error", reasons=[str(exc)], ended=_now_iso())
                 self._show(step)
@@ -319,11 +325,12 @@ class ActionModule(ActionBase):
     def _run_step(self, step, attribution, thresholds):
         a = self._args
         gates = self._gates
-        mark = self._run(WINDOW_MODULE, {"log_path": a["log_path"], "from_end": True})
-        if mark.get("failed"):
-            raise AnsibleActionFail("cannot read the access log %s: %s"
-                                    % (a["log_path"], mark.get("msg")))
-        step["position"] = mark.get("position")
+        if step.get("position") is None:  # the log did not exist yet at the last read
+            mark = self._run(WINDOW_MODULE, {"log_path": a["log_path"], "from_end": True})
+            if mark.get("failed"):
+                raise AnsibleActionFail("cannot read the access log %s: %s"
+                                        % (a["log_path"], mark.get("msg")))
+            step["position"] = mark.get("position")
         set_res = self._run(UPSTREAM_MODULE, self._nginx_args(step["shares"]))
         t0 = time.monotonic()
         step["started_epoch"] = round(time.time(), 3)
@@ -342,11 +349,13 @@ class ActionModule(ActionBase):
         waiting_shown = False
         while True:
             poll_start = time.monotonic()
+            # the probes run while the log is read on the load balancer
+            probes = self._probe_pool.submit(probe_health, a["health_urls"],
+                                             a["health_timeout"], a["health_validate_certs"])
             window = self._run(WINDOW_MODULE, {
                 "log_path": a["log_path"], "pools": attribution, "position": step["position"],
                 "latency_thresholds_ms": thresholds})
-            health = probe_health(a["health_urls"], a["health_timeout"],
-                                  a["health_validate_certs"])
+            health = probes.result()
             now = time.monotonic()
             if window.get("failed"):
                 decision = {"verdict": gates_mod.ABORT, "breaches": [
@@ -400,6 +409,7 @@ class ActionModule(ActionBase):
             step["unattributed"] = {k: window["unattributed"].get(k) for k in (
                 "requests", "errors_5xx")}
             step["malformed"] = window.get("malformed")
+            step["end_position"] = window.get("position")
         return verdict
 
     def _show(self, step):
