@@ -212,3 +212,45 @@ def test_bad_options_fail_before_touching_anything(nginx_lab, tmp_path, bad, msg
 def test_unknown_colour_is_rejected(nginx_lab, tmp_path):
     result, _ = run_cutover(tmp_path, base_args(nginx_lab, to_color="red"))
     assert result.get("failed") and "red" in result["msg"]
+
+
+# -- the traffic reader on the real log ---------------------------------------------------------
+def run_window(lab, **args):
+    return nginx_fixture.run_ansible(dict(args, log_path=lab.access_log),
+                                     module="greenflow.platform.traffic_window")
+
+
+def test_traffic_window_counts_what_the_clients_saw(nginx_lab):
+    lab = nginx_lab
+    nginx_fixture.run_module(lab.module_args(shares={"blue": 50, "green": 50}))
+    lab.backends["green"][0].set_faults(error_rate=1.0)
+    mark = run_window(lab, from_end=True)
+    assert mark["lines"] == 0 and mark["position"]["offset"] >= 0
+    sent = nginx_fixture.fire(lab.url, 400, threads=4, max_seconds=120)
+    assert sent.requests == 400
+    res = run_window(lab, pools=lab.pools, position=mark["position"],
+                     latency_thresholds_ms=[500, 1000])
+    assert res["malformed"] == 0 and res["lines"] == 400
+    assert res["pools"]["blue"]["requests"] == sent.by_pool["blue"]
+    assert res["pools"]["green"]["requests"] == sent.by_pool["green"]
+    assert res["pools"]["green"]["errors_5xx"] == sent.by_status.get(500, 0)
+    assert res["pools"]["blue"]["errors_5xx"] == 0
+    assert res["pools"]["green"]["p95_ms"] is not None
+    assert res["position"]["offset"] > mark["position"]["offset"]
+
+
+def test_traffic_window_position_survives_real_log_rotation(nginx_lab):
+    lab = nginx_lab
+    mark = run_window(lab, from_end=True)
+    first = nginx_fixture.fire(lab.url, 50, threads=2, max_seconds=60)
+    os.rename(lab.access_log, lab.access_log + ".1")
+    second = nginx_fixture.fire(lab.url, 30, threads=2, max_seconds=60)  # still into .1
+    subprocess.run([lab.nginx, "-c", lab.main_conf, "-p", lab.prefix, "-s", "reopen"],
+                   check=True, capture_output=True)
+    assert wait_until(lambda: os.path.exists(lab.access_log), timeout=10)
+    third = nginx_fixture.fire(lab.url, 20, threads=2, max_seconds=60)
+    assert first.failed == second.failed == third.failed == 0
+    res = run_window(lab, pools=lab.pools, position=mark["position"])
+    assert res["rotated"] and not res["rotation_gap"]
+    assert res["pools"]["blue"]["requests"] == 100
+    assert res["position"]["inode"] == os.stat(lab.access_log).st_ino

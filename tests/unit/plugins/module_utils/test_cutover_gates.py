@@ -191,3 +191,55 @@ def test_bad_gates_rejected(bad):
 def test_gates_coerced():
     g = check_gates({"min_requests": "20", "max_p95_ms": "250", "max_error_rate": None})
     assert g["min_requests"] == 20 and g["max_p95_ms"] == 250.0 and g["max_error_rate"] == 0.01
+
+
+# -- the action plugin's option checks (pure, before anything is touched) ----------------------
+from ansible.errors import AnsibleActionFail  # noqa: E402
+from ansible_collections.greenflow.platform.plugins.action.release_cutover import (  # noqa: E402
+    check_options,
+)
+
+
+def opts(**kw):
+    base = dict(from_color="blue", to_color="green", steps=[5, 25, 50, 100], step_seconds=60.0,
+                poll_seconds=2.0, max_wait_seconds=300.0, health_timeout=2.0, health_urls=[],
+                pools={"blue": ["127.0.0.1:1"], "green": ["127.0.0.1:2"]},
+                max_error_rate=0.01, max_p95_ms=500.0, abort_error_rate=0.05, abort_p95_ms=1000.0,
+                min_requests=50, abort_min_failures=5)
+    base.update(kw)
+    return base
+
+
+def test_default_options_are_valid():
+    gates, steps = check_options(opts())
+    assert steps == [5, 25, 50, 100] and gates["min_requests"] == 50
+    assert check_options(opts(steps=[100]))[1] == [100]
+    assert check_options(opts(pools=None, poll_seconds=0.5))[1] == [5, 25, 50, 100]
+
+
+@pytest.mark.parametrize("bad,msg", [
+    ({"steps": []}, "must not be empty"),
+    ({"steps": [25, 5, 100]}, "strictly ascending"),
+    ({"steps": [5, 5, 100]}, "strictly ascending"),
+    ({"steps": [0, 50, 100]}, "between 1 and 100"),
+    ({"steps": [50, 101]}, "between 1 and 100"),
+    ({"steps": [5, 50]}, "last step must be 100"),
+    ({"to_color": "blue"}, "must differ"),
+    ({"step_seconds": 0}, "step_seconds"),
+    ({"poll_seconds": 2.5}, "poll_seconds"),
+    ({"poll_seconds": 0}, "poll_seconds"),
+    ({"max_wait_seconds": -1}, "max_wait_seconds"),
+    ({"max_wait_seconds": 3601}, "max_wait_seconds"),
+    ({"health_urls": ["127.0.0.1:8080/health"]}, "health_urls"),
+    ({"health_timeout": 0}, "health_timeout"),
+    ({"pools": {"blue": ["a:1"], "green": []}}, "pools.green (to_color) has no server"),
+    ({"pools": {"blue": [], "green": ["a:1"]}}, "pools.blue (from_color) has no server"),
+    ({"pools": {"blue": ["a:1"], "green": ["b:1"], "red": ["c:1"]}}, "unknown colour"),
+    ({"abort_p95_ms": 400.0}, "below abort_p95_ms"),
+    ({"min_requests": 0}, "min_requests"),
+])
+def test_bad_options_are_rejected_with_a_clear_message(bad, msg):
+    with pytest.raises(AnsibleActionFail) as err:
+        check_options(opts(**bad))
+    assert msg in str(err.value)
+    assert "nothing was changed" in str(err.value)
