@@ -62,6 +62,11 @@ options:
   user:
     description: Who runs it (recorded as is).
     type: str
+  env:
+    description:
+      - With O(action=begin), the release's own environment (C(release_env)), kept so that a rollback
+        can redeploy the release exactly. Secrets belong in swarm secrets, not here.
+    type: dict
   id:
     description: With O(action=finish), the entry to close.
     type: int
@@ -198,7 +203,7 @@ def _change(module, record, now):
             module.fail_json(msg="action=begin needs %s" % " and ".join(missing))
         if p["kind"] == "rollback" and p["restores"] is None:
             module.fail_json(msg="kind=rollback needs restores (the id of the deploy entry it puts back)")
-        fields = dict((name, p[name]) for name in ("version", "image", "color", "previous_color", "user", "restores"))
+        fields = dict((name, p[name]) for name in ("version", "image", "color", "previous_color", "user", "restores", "env"))
         fields["started_at"] = _now_iso(now)
         return rr.begin(record, p["kind"], fields, now, p["stale_after"], p["force"])
     if p["id"] is None or not p["outcome"]:
@@ -222,6 +227,7 @@ def main():
             previous_color=dict(type="str", choices=["blue", "green"]),
             restores=dict(type="int"),
             user=dict(type="str"),
+            env=dict(type="dict"),
             id=dict(type="int"),
             outcome=dict(type="str", choices=["succeeded", "failed"]),
             reason=dict(type="str"),
