@@ -263,8 +263,7 @@ class TrafficStats:
                 col = tokens[pos::s]
                 if not all(t[0] == ":" and t[-1] == end for t in col):
                     return False
-                for value in map(float, [t[1:-1] for t in col]):
-                    pass
+                list(map(float, [t[1:-1] for t in col]))  # ValueError unless numbers
         except ValueError:
             return False
 
