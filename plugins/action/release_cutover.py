@@ -224,7 +224,12 @@ class ActionModule(ActionBase):
         return out
 
     def _read_state(self):
-        res = self._run(UPSTREAM_MODULE, self._nginx_args())
+        a = self._args
+        args = {"app": a["app"]}
+        for key in ("conf_path", "nginx_bin", "nginx_conf", "nginx_prefix", "nginx_pid"):
+            if a.get(key) is not None:
+                args[key] = a[key]
+        res = self._run(UPSTREAM_MODULE, args)  # neither pools nor shares: read only
         if res.get("failed"):
             raise AnsibleActionFail("release_cutover: cannot read the current state of app %s "
                                     "(nothing was changed): %s" % (self._args["app"],
@@ -340,6 +345,15 @@ class ActionModule(ActionBase):
             step["reasons"] = ["nginx_upstream failed: %s" % set_res.get("msg")]
             step["ended"] = _now_iso()
             return "error"
+        got = set_res.get("shares")
+        if isinstance(got, dict):
+            got = dict((c, int(got.get(c) or 0)) for c in step["shares"])
+            if got != step["shares"]:
+                step["verdict"] = "error"
+                step["reasons"] = ["nginx_upstream reports shares %r, expected %r"
+                                   % (got, step["shares"])]
+                step["ended"] = _now_iso()
+                return "error"
         step["set_changed"] = bool(set_res.get("changed"))
         step["reloaded"] = bool(set_res.get("reloaded"))
         dwell_end = t0 + a["step_seconds"]

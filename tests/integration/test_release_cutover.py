@@ -254,3 +254,23 @@ def test_traffic_window_position_survives_real_log_rotation(nginx_lab):
     assert res["rotated"] and not res["rotation_gap"]
     assert res["pools"]["blue"]["requests"] == 100
     assert res["position"]["inode"] == os.stat(lab.access_log).st_ino
+
+
+def test_slow_new_pool_aborts_on_p95_pools_read_from_nginx(nginx_lab, tmp_path):
+    lab = nginx_lab
+    for b in lab.backends["green"]:
+        b.set_faults(latency_ms=1100)
+    load = nginx_fixture.Load(lab.url, threads=6, max_requests=20000, max_seconds=120,
+                              pause=0.005).start()
+    try:
+        args = base_args(lab, steps=[50, 100], step_seconds=40, poll_seconds=1,
+                         min_requests=10, max_wait_seconds=0)
+        del args["pools"]  # taken from the app's generated file
+        result, _ = run_cutover(tmp_path, args)
+    finally:
+        load.stop()
+    assert result.get("failed") and result["reverted"], result.get("msg")
+    assert steps_of(result)[0]["verdict"] == "abort"
+    breach = [b for b in result["breaches"] if b["metric"] == "p95_ms"][0]
+    assert breach["value"] >= 1000 and breach["slow_requests"] >= 5
+    assert current_shares(lab) == {"blue": 100, "green": 0}
