@@ -1,0 +1,83 @@
+"""Shared fixtures of the lab tests: a private, prefixed lab per test module.
+
+    def test_x(prefixed_lab):
+        lab = prefixed_lab("ci-mine-", (48280, 48643))   # lab-up now, lab-down at the session end
+        lab.playbook("playbooks/swarm.yml")
+        lab.playbook("playbooks/deploy.yml", "-e", "release_version=1")
+
+Each lab has its own container names (the prefix), network and loopback ports, so it never touches
+the default lab or another engineer's. GREENFLOW_KEEP_LAB=1 keeps the labs after the run (for
+debugging; remove them with `GREENFLOW_LAB_PREFIX=<prefix> ansible-playbook lab/lab-down.yml`).
+"""
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.dirname(sys.executable)
+
+
+class PrefixedLab:
+    def __init__(self, prefix, http_port, https_port):
+        self.prefix = prefix
+        self.http_port = int(http_port)
+        self.https_port = int(https_port)
+        self.env = dict(
+            os.environ, GREENFLOW_LAB_PREFIX=prefix, GREENFLOW_LAB_HTTP_PORT=str(self.http_port),
+            GREENFLOW_LAB_HTTPS_PORT=str(self.https_port),
+            ANSIBLE_CONFIG=os.path.join(REPO_ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+            ANSIBLE_FORCE_COLOR="0", PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+
+    def url(self, path="/"):
+        return "https://127.0.0.1:%d%s" % (self.https_port, path)
+
+    def container(self, host):
+        return self.prefix + host
+
+    def playbook(self, playbook, *args, check=True, timeout=900):
+        """Run a playbook against this lab; returns the CompletedProcess (with .seconds)."""
+        cmd = [os.path.join(BIN, "ansible-playbook"), "-i", "inventories/lab", playbook, *args]
+        started = time.monotonic()
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
+        proc.seconds = time.monotonic() - started
+        if check and proc.returncode != 0:
+            pytest.fail("%s failed (rc %d):\n%s\n%s" % (" ".join(cmd[1:]), proc.returncode,
+                                                       proc.stdout[-6000:], proc.stderr[-2000:]))
+        return proc
+
+    def exec(self, host, *cmd, check=True, timeout=60):
+        """Run a command inside a lab host; returns its stdout."""
+        proc = subprocess.run(["docker", "exec", self.container(host), *cmd], capture_output=True,
+                              text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError("%s on %s failed: %s" % (cmd, host, proc.stderr))
+        return proc.stdout
+
+    def up(self):
+        self.playbook("lab/lab-up.yml")
+        return self
+
+    def down(self):
+        if os.environ.get("GREENFLOW_KEEP_LAB") == "1":
+            return
+        self.playbook("lab/lab-down.yml", check=False)
+
+
+@pytest.fixture(scope="session")
+def prefixed_lab(request):
+    """Factory: prefixed_lab(prefix, (http_port, https_port)) brings that lab up once per session
+    and tears it down at the end of the session (even when tests fail)."""
+    labs = {}
+
+    def make(prefix, ports):
+        if prefix not in labs:
+            lab = PrefixedLab(prefix, *ports)
+            request.addfinalizer(lab.down)
+            labs[prefix] = lab.up()
+        return labs[prefix]
+
+    return make
