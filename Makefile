@@ -18,7 +18,7 @@ LAB_INVENTORY := inventories/lab
 DEBIAN_PACKAGES := docker.io debootstrap nginx-light postgresql python3-venv rsync
 
 .PHONY: help demo test venv debian-packages docker lab-up lab-down lab-status \
-        test-unit test-integration lint molecule clean
+        test-unit test-integration test-lab lint molecule clean
 
 help:
 	@echo "make demo        bring the local lab up and run the platform on it"
@@ -66,6 +66,10 @@ lint: venv
 	rm -rf $(ANSIBLE_HOME)/collections/ansible_collections/greenflow
 	ansible-lint
 
+# The lab's own life cycle (up, up again = no change, status, down = nothing left), in a prefixed lab.
+test-lab: venv docker
+	pytest -q tests/lab/test_lab_lifecycle.py
+
 molecule: venv docker
 	molecule test --all
 
@@ -73,6 +77,7 @@ test: venv debian-packages
 	$(MAKE) test-unit
 	$(MAKE) lint
 	$(MAKE) test-integration
+	$(MAKE) test-lab
 	$(MAKE) molecule
 
 clean: lab-down
