@@ -52,6 +52,7 @@ ARGUMENT_SPEC = dict(
     abort_p95_ms=dict(type="float", default=1000.0),
     abort_min_failures=dict(type="int", default=5),
     count_unattributed_5xx=dict(type="bool", default=True),
+    log_match=dict(type="dict"),
     health_urls=dict(type="list", elements="str", default=[]),
     health_timeout=dict(type="float", default=2.0),
     health_validate_certs=dict(type="bool", default=True),
@@ -366,9 +367,11 @@ class ActionModule(ActionBase):
             # the probes run while the log is read on the load balancer
             probes = self._probe_pool.submit(probe_health, a["health_urls"],
                                              a["health_timeout"], a["health_validate_certs"])
-            window = self._run(WINDOW_MODULE, {
-                "log_path": a["log_path"], "pools": attribution, "position": step["position"],
-                "latency_thresholds_ms": thresholds})
+            window_args = {"log_path": a["log_path"], "pools": attribution,
+                           "position": step["position"], "latency_thresholds_ms": thresholds}
+            if a.get("log_match"):
+                window_args["match"] = a["log_match"]
+            window = self._run(WINDOW_MODULE, window_args)
             health = probes.result()
             now = time.monotonic()
             if window.get("failed"):
@@ -421,7 +424,7 @@ class ActionModule(ActionBase):
                 "requests", "errors_5xx", "error_rate", "p50_ms", "p95_ms", "p99_ms")})
                 for c, s in window["pools"].items())
             step["unattributed"] = {k: window["unattributed"].get(k) for k in (
-                "requests", "errors_5xx")}
+                "requests", "errors_5xx", "no_upstream", "no_upstream_5xx")}
             step["malformed"] = window.get("malformed")
             step["end_position"] = window.get("position")
         return verdict

@@ -5,7 +5,9 @@
 
 The log has one JSON object per line (``log_format ... escape=json``) with at least
 ``msec``, ``status``, ``upstream_addr``, ``upstream_status`` and ``upstream_response_time``;
-``host``, ``request_id`` etc. are optional. Every value is a string.
+other fields are optional. Values are strings, or unquoted numbers (``"status":$status``).
+``match`` keeps only lines whose fields equal given values (e.g. ``{"app": "demo"}`` when
+several apps share one log); the others are counted as ``unmatched``.
 
 Attribution
     A request belongs to the pool whose ``host:port`` list contains the *last* element of
@@ -16,10 +18,11 @@ Attribution
 Unattributed requests
     ``upstream_addr`` ``-`` (nginx answered by itself: 404 of a static location, ``return``,
     ``limit_req`` 503, a 502 with no upstream reached) or an address that is in no pool. They are
-    counted in their own bucket, never in a pool's numbers. What they mean for a gate is decided by
-    the caller (see ``candidate_view``): the cutover counts unattributed **5xx** as failures of the
-    new colour (fail safe: an unexplained server error during a canary is blamed on what changed);
-    unattributed non-5xx answers are ignored.
+    counted in their own bucket, never in a pool's numbers; ``no_upstream`` / ``no_upstream_5xx``
+    count the ``-`` ones. What they mean for a gate is decided by the caller (see
+    ``candidate_view``): the cutover counts **5xx with no upstream** as failures of the new colour
+    (fail safe: an unexplained server error during a canary is blamed on what changed); answers
+    from addresses in no pool (another app's servers) and non-5xx answers are ignored.
 
 Error
     A request is an error when its final status is 5xx: the last ``upstream_status`` when it is a
@@ -95,7 +98,8 @@ def percentile_of_list(values, pct):
 class _Bucket:
     """Counters of one pool (or of the unattributed requests)."""
 
-    __slots__ = ("requests", "errors", "retried", "statuses", "latency")
+    __slots__ = ("requests", "errors", "retried", "statuses", "latency", "no_upstream",
+                 "no_upstream_5xx")
 
     def __init__(self):
         self.requests = 0
@@ -103,6 +107,8 @@ class _Bucket:
         self.retried = 0
         self.statuses = {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0, "other": 0}
         self.latency = {}  # milliseconds -> count (nginx writes ms resolution: few distinct keys)
+        self.no_upstream = 0      # upstream_addr "-" (or absent): nginx answered by itself
+        self.no_upstream_5xx = 0
 
     def summary(self, thresholds_ms=()):
         items = sorted(self.latency.items())
@@ -141,6 +147,15 @@ _get_msec = itemgetter("msec")
 _get_status = itemgetter("status")
 
 
+def _as_text(value):
+    """A field value as the string nginx wrote (JSON numbers come back as numbers)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def _scalar(value):
     if value is None or isinstance(value, (str, int, float)):
         return value
@@ -157,7 +172,7 @@ class TrafficStats:
     by line, so every bad line is counted as malformed and the good ones still count.
     """
 
-    def __init__(self, pools=None, since=None, host=None):
+    def __init__(self, pools=None, since=None, host=None, match=None):
         self.pools = dict(pools or {})
         self.addr_to_pool = {}
         for colour, members in self.pools.items():
@@ -166,13 +181,16 @@ class TrafficStats:
         self.buckets = dict((colour, _Bucket()) for colour in self.pools)
         self.unattributed = _Bucket()
         self.since = float(since) if since is not None else None
-        self.host = host
+        # only lines whose fields equal these values count (compared as strings)
+        self.match = dict((str(k), _as_text(v)) for k, v in (match or {}).items())
+        if host is not None:
+            self.match["host"] = _as_text(host)
         self.lines = 0          # complete lines seen (including blank, malformed, filtered)
         self.malformed = 0      # not one JSON object, or msec / status missing or unusable
         self.partial = 0        # unterminated last line of a rotated file (never finished)
         self.blank = 0
         self.before_since = 0
-        self.other_host = 0
+        self.unmatched = 0      # filtered out by ``match``
         self.first_msec = None
         self.last_msec = None
         self.malformed_samples = []
@@ -277,9 +295,9 @@ class TrafficStats:
 
         if "msec" not in fields or "status" not in fields:
             return False  # line by line: each one is counted as malformed
-        hosts = column("host") if self.host is not None else None
+        matches = [(column(k), v) for k, v in self.match.items()]
         return self._feed(column("msec"), column("upstream_addr"), column("upstream_status"),
-                          column("status"), column("upstream_response_time"), hosts,
+                          column("status"), column("upstream_response_time"), matches,
                           strings=True)
 
     def _json_block(self, block):
@@ -296,11 +314,11 @@ class TrafficStats:
         def column(name):
             return [rec.get(name) for rec in recs]
 
-        hosts = column("host") if self.host is not None else None
+        matches = [([_as_text(x) for x in column(k)], v) for k, v in self.match.items()]
         return self._feed(msecs, column("upstream_addr"), column("upstream_status"), statuses,
-                          column("upstream_response_time"), hosts)
+                          column("upstream_response_time"), matches)
 
-    def _feed(self, msecs, addrs, ustatuses, statuses, rts, hosts, strings=False):
+    def _feed(self, msecs, addrs, ustatuses, statuses, rts, matches, strings=False):
         """Count columns of a block of parsed lines. False (nothing counted) when a value is
         unusable, so that the caller falls back to line by line."""
         try:
@@ -314,7 +332,7 @@ class TrafficStats:
         outcomes = zip(addrs, ustatuses, statuses)
         latencies = zip(addrs, rts)
         n = len(msecs)
-        if n and ((self.since is not None and min(msecs) < self.since) or hosts is not None):
+        if n and ((self.since is not None and min(msecs) < self.since) or matches):
             outcomes = list(outcomes)
             latencies = list(latencies)
         if self.since is not None and n and min(msecs) < self.since:
@@ -327,14 +345,16 @@ class TrafficStats:
             msecs = [msecs[i] for i in keep]
             outcomes = [outcomes[i] for i in keep]
             latencies = [latencies[i] for i in keep]
-            if hosts is not None:
-                hosts = [hosts[i] for i in keep]
+            matches = [([col[i] for i in keep], want) for col, want in matches]
             n = len(msecs)
-        if hosts is not None:
-            host = self.host
-            keep = [i for i in range(n) if hosts[i] == host]
+        if matches:
+            if len(matches) == 1:
+                col, want = matches[0]
+                keep = [i for i in range(n) if col[i] == want]
+            else:
+                keep = [i for i in range(n) if all(col[i] == want for col, want in matches)]
             if len(keep) != n:
-                self.other_host += n - len(keep)
+                self.unmatched += n - len(keep)
                 msecs = [msecs[i] for i in keep]
                 outcomes = [outcomes[i] for i in keep]
                 latencies = [latencies[i] for i in keep]
@@ -366,8 +386,8 @@ class TrafficStats:
             if self.since is not None and msec < self.since:
                 self.before_since += 1
                 continue
-            if self.host is not None and rec.get("host") != self.host:
-                self.other_host += 1
+            if self.match and any(_as_text(rec.get(k)) != v for k, v in self.match.items()):
+                self.unmatched += 1
                 continue
             addr = _scalar(rec.get("upstream_addr"))
             msecs.append(msec)
@@ -425,6 +445,10 @@ class TrafficStats:
             bucket.statuses[klass] += count
             if klass == "5xx":
                 bucket.errors += count
+            if addr_full in (None, "-", ""):
+                bucket.no_upstream += count
+                if klass == "5xx":
+                    bucket.no_upstream_5xx += count
             if retried:
                 bucket.retried += count
         for (addr_full, rt), count in self._latencies.items():
@@ -449,14 +473,16 @@ class TrafficStats:
             "pools": dict(
                 (colour, bucket.summary(thresholds_ms)) for colour, bucket in self.buckets.items()
             ),
-            "unattributed": self.unattributed.summary(thresholds_ms),
+            "unattributed": dict(self.unattributed.summary(thresholds_ms),
+                                 no_upstream=self.unattributed.no_upstream,
+                                 no_upstream_5xx=self.unattributed.no_upstream_5xx),
             "lines": self.lines,
             "malformed": self.malformed,
             "malformed_samples": list(self.malformed_samples),
             "partial": self.partial,
             "blank": self.blank,
             "before_since": self.before_since,
-            "other_host": self.other_host,
+            "unmatched": self.unmatched,
             "first_msec": self.first_msec,
             "last_msec": self.last_msec,
         }
@@ -509,6 +535,7 @@ def _read_lines(path, offset, stats, max_lines, final):
 
 
 def read_window(log_path, pools=None, since=None, position=None, max_lines=None, host=None,
+                match=None,
                 thresholds_ms=(), from_end=False, rotated_suffix=ROTATED_SUFFIX):
     """Read a window of the access log and return statistics plus the position to go on from.
 
@@ -516,7 +543,7 @@ def read_window(log_path, pools=None, since=None, position=None, max_lines=None,
     ``from_end`` skips all existing complete lines and returns only the position of the end (use it
     to mark the start of a window). Missing log file: empty window, ``position`` None.
     """
-    stats = TrafficStats(pools=pools, since=since, host=host)
+    stats = TrafficStats(pools=pools, since=since, host=host, match=match)
     info = {"rotated": False, "rotation_gap": False, "truncated": False, "files": []}
     try:
         st = os.stat(log_path)
@@ -614,13 +641,15 @@ def _finish(stats, position, info, thresholds_ms):
 
 def candidate_view(window, colour, count_unattributed_5xx=True, thresholds_ms=()):
     """The numbers a gate judges for ``colour``: its pool's summary, optionally charged with the
-    window's unattributed 5xx (added to both errors and requests, since each one is a request that
-    failed). Percentiles stay the pool's own (unattributed requests have no upstream latency).
+    window's 5xx that nginx answered without reaching any upstream (``upstream_addr`` "-"),
+    added to both errors and requests, since each one is a request that failed. 5xx from
+    addresses in no pool (another app's servers in a shared log) are not charged. Percentiles
+    stay the pool's own (those requests have no upstream latency).
     """
     pool = dict(window["pools"].get(colour) or _Bucket().summary(thresholds_ms))
     pool["unattributed_5xx"] = 0
     if count_unattributed_5xx:
-        extra = (window.get("unattributed") or {}).get("errors_5xx", 0) or 0
+        extra = (window.get("unattributed") or {}).get("no_upstream_5xx", 0) or 0
         if extra:
             pool["unattributed_5xx"] = extra
             pool["requests"] = pool["requests"] + extra

@@ -33,7 +33,7 @@ description:
     unattended cutover does not move more traffic on doubt). Every failure sends all traffic back
     to O(from_color).
   - The judged numbers are the new colour's pool (by the last C(upstream_addr)); 5xx answered by
-    nginx without an upstream during the step are charged to the new colour too (see
+    nginx without reaching an upstream during the step are charged to the new colour too (see
     O(count_unattributed_5xx)). Latency is C(upstream_response_time) of the answering server.
   - Shows one line per step as it happens (step, share, requests, error rate, p95, verdict) and
     returns the whole RV(timeline). Before the first step it checks that the log is readable and
@@ -112,11 +112,18 @@ options:
     default: 5
   count_unattributed_5xx:
     description:
-      - Charge 5xx that nginx answered without any upstream (or from an address in no pool) to
+      - Charge 5xx that nginx answered without reaching any upstream (C(upstream_addr) C(-)) to
         the new colour. Fail safe - an unexplained server error during a canary is blamed on what
-        changed.
+        changed. Answers from addresses in no pool are never charged.
+      - When several apps or vhosts share the log, set O(log_match) so that only this app's
+        lines count.
     type: bool
     default: true
+  log_match:
+    description:
+      - Only log lines whose fields equal these values count (passed to
+        M(greenflow.platform.traffic_window) as its C(match) option), for example field C(app) equal to the app's name.
+    type: dict
   health_urls:
     description:
       - Health endpoints of the new colour (its servers directly, not through nginx), probed

@@ -67,8 +67,14 @@ options:
         RV(position).
     type: int
   host:
-    description: Count only requests whose C(host) field equals this value.
+    description: Count only requests whose C(host) field equals this value (a shortcut for O(match) on C(host)).
     type: str
+  match:
+    description:
+      - Count only lines whose fields equal these values (compared as the text nginx wrote), for
+        example the field C(app) equal to the app's name when several apps share one log. Other lines are counted in
+        RV(unmatched).
+    type: dict
   latency_thresholds_ms:
     description:
       - For each value, RV(pools.over_ms) counts the responses that took at least that many
@@ -181,7 +187,8 @@ pools:
 unattributed:
   description:
     - The same statistics for requests without upstream (nginx answered itself, e.g. a 502 with
-      no server reached) or sent to an address in no pool.
+      no server reached) or sent to an address in no pool, plus C(no_upstream) and
+      C(no_upstream_5xx) - the requests (and 5xx) with C(upstream_addr) C(-).
   returned: always
   type: dict
 position:
@@ -216,8 +223,8 @@ before_since:
   description: Lines skipped because their C(msec) is before O(since).
   returned: always
   type: int
-other_host:
-  description: Lines skipped by O(host).
+unmatched:
+  description: Lines skipped by O(match) or O(host).
   returned: always
   type: int
 first_msec:
@@ -298,6 +305,7 @@ def main():
             from_end=dict(type="bool", default=False),
             max_lines=dict(type="int"),
             host=dict(type="str"),
+            match=dict(type="dict"),
             latency_thresholds_ms=dict(type="list", elements="float", default=[]),
             rotated_suffix=dict(type="str", default=".1"),
         ),
@@ -315,7 +323,7 @@ def main():
     try:
         result = read_window(
             p["log_path"], pools=pools, since=p["since"], position=position,
-            max_lines=p["max_lines"], host=p["host"],
+            max_lines=p["max_lines"], host=p["host"], match=p["match"],
             thresholds_ms=p["latency_thresholds_ms"], from_end=p["from_end"],
             rotated_suffix=p["rotated_suffix"],
         )

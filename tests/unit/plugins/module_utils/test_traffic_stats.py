@@ -199,7 +199,22 @@ def test_since_filter_and_host_filter():
     assert r["pools"]["blue"]["requests"] == 6 and r["before_since"] == 5
     assert r["first_msec"] == T0 + 5 and r["last_msec"] == T0 + 20
     r = stats_of(lines, since=T0 + 5, host="demo.local")
-    assert r["pools"]["blue"]["requests"] == 5 and r["other_host"] == 1
+    assert r["pools"]["blue"]["requests"] == 5 and r["unmatched"] == 1
+
+
+@pytest.mark.parametrize("slow", [False, True])
+def test_match_filter_shared_log(monkeypatch, slow):
+    if slow:
+        monkeypatch.setattr(TrafficStats, "_split_block", lambda self, block: False)
+        monkeypatch.setattr(TrafficStats, "_json_block", lambda self, block: False)
+    lines = [line(app="demo")] * 4 + [line(app="shop", addr="-", status="502", ustatus="-")] * 3
+    lines.append(fixture_format_line(0))
+    r = stats_of(lines, match={"app": "demo"})
+    assert r["pools"]["blue"]["requests"] == 4 and r["unmatched"] == 4
+    assert r["unattributed"]["requests"] == 0
+    # unquoted numbers compare as the text nginx wrote
+    r = stats_of([fixture_format_line(1), fixture_format_line(5)], match={"status": 200})
+    assert r["unmatched"] == 1 and r["pools"]["green"]["requests"] == 1
 
 
 def test_empty_and_missing_log(tmp_path):
@@ -323,11 +338,16 @@ def test_max_lines_limits_and_position_resumes(tmp_path, monkeypatch):
     assert pos["offset"] == os.path.getsize(log)
 
 
-def test_candidate_view_charges_unattributed_5xx():
-    lines = [line(addr="127.0.0.1:9091")] * 95 + [line(addr="-", status="502", ustatus="-",
-                                                        urt="-")] * 5 \
-        + [line(addr="-", status="404", ustatus="-", urt="-")] * 7
+def test_candidate_view_charges_5xx_without_upstream():
+    lines = [line(addr="127.0.0.1:9091")] * 95
+    lines += [line(addr="-", status="502", ustatus="-", urt="-")] * 5
+    lines += [line(addr="-", status="404", ustatus="-", urt="-")] * 7
+    lines += [line(addr="10.1.1.1:80", status="500")] * 9      # another app's server: not ours
     window = stats_of(lines)
+    assert window["unattributed"]["requests"] == 21
+    assert window["unattributed"]["errors_5xx"] == 14
+    assert window["unattributed"]["no_upstream"] == 12
+    assert window["unattributed"]["no_upstream_5xx"] == 5
     view = candidate_view(window, "green")
     assert view["requests"] == 100 and view["errors_5xx"] == 5 and view["error_rate"] == 0.05
     assert view["unattributed_5xx"] == 5
