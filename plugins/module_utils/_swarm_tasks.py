@@ -97,9 +97,12 @@ def assess(service, tasks, nodes, image=None):
     endpoints = sorted(set(
         "%s:%d" % (t["node_addr"], port) for t in running if t["node_addr"] for port in ports))
     converged = not problems and (replicas is None or len(running) == replicas)
+    spec = service.get("Spec", {})
     return {
         "converged": converged,
         "replicas": replicas,
+        "image": spec.get("TaskTemplate", {}).get("ContainerSpec", {}).get("Image", ""),
+        "labels": dict(spec.get("Labels") or {}),
         "running": len(running),
         "tasks": current,
         "endpoints": endpoints,

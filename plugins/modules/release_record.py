@@ -78,7 +78,9 @@ options:
     description: With O(action=finish), why it failed (or a note).
     type: str
   timeline:
-    description: With O(action=finish), the cutover's step timeline to keep with the entry.
+    description:
+      - With O(action=finish), the cutover's step timeline to keep with the entry (the per-poll details
+        C(polls) and the log positions of each step are left out).
     type: list
     elements: dict
   stale_after:
@@ -210,7 +212,9 @@ def _change(module, record, now):
         module.fail_json(msg="action=finish needs id and outcome")
     fields = {"finished_at": _now_iso(now), "reason": p["reason"]}
     if p["timeline"] is not None:
-        fields["timeline"] = p["timeline"]
+        # the per-poll details of a cutover step are for the run's output, not for the record
+        fields["timeline"] = [dict((k, v) for k, v in event.items() if k not in ("polls", "position", "end_position"))
+                              for event in p["timeline"]]
     return rr.finish(record, p["id"], p["outcome"], fields)
 
 

@@ -82,6 +82,16 @@ replicas:
   returned: always
   type: int
   sample: 2
+image:
+  description: The image of the service's spec (the image reference given to swarm, maybe pinned by digest).
+  returned: when the service exists
+  type: str
+  sample: registry.example.com/demo:2
+labels:
+  description: The service's labels.
+  returned: always
+  type: dict
+  sample: {"greenflow.version": "2"}
 running:
   description: Tasks running the wanted image.
   returned: always
@@ -169,7 +179,7 @@ def main():
             module.fail_json(msg="cannot read service %s: %s" % (p["name"], exc))
         if state is None:
             if p["timeout"] == 0 or time.monotonic() >= deadline:
-                result = dict(exists=False, converged=False, replicas=0, running=0, endpoints=[], tasks=[],
+                result = dict(exists=False, converged=False, replicas=0, running=0, endpoints=[], tasks=[], labels={},
                               problems=["service %s does not exist" % p["name"]], recent_failures=[],
                               waited=round(time.monotonic() - started, 1))
                 if p["timeout"] == 0:

@@ -18,12 +18,15 @@ or, from a test or the bench:
   certificate is self-signed), paced together to ``rate`` requests/s.
 - A request is ``ok`` when the answer is 2xx. Anything else is a failure: a status >= 300 (kept per
   status), or no answer at all (connection refused, reset, timeout; kept per error kind).
+- Idle keep-alive connections that the server has closed (nginx closes those of its old workers on
+  every reload) are noticed before they are reused and replaced by a new connection, as urllib3,
+  browsers and curl do (``dropped_idle`` in the summary).
 - One exception, said out loud in the summary as ``stale_retries``: when a request sent on a REUSED
-  keep-alive connection gets no answer at all because the server had just closed that idle
-  connection (nginx does so for the idle connections of its old workers on every reload), the
-  request is sent again once on a new connection - what browsers, curl and Go's net/http do for
-  idempotent requests. It counts as a failure only if the retry fails too. Set ``retry_stale=False``
-  to count them as failures.
+  keep-alive connection gets no answer at all because the server closed that connection at the
+  very moment the request went out (the race RFC 9112 section 9.3.1 describes), the request is
+  sent again once on a new connection - what browsers, curl and Go's net/http do for idempotent
+  requests. It counts as a failure only if the retry fails too. Set ``retry_stale=False`` to count
+  them as failures.
 - The body of every answer is kept per request when it is short (``/version`` answers "2\\n"), so
   the caller can tell when traffic moved from one release to another (``versions()``,
   ``switch_window()``).
@@ -33,6 +36,8 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import select
+import signal
 import socket
 import ssl
 import threading
@@ -43,6 +48,19 @@ from urllib.parse import urlsplit
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 HARD_MAX_SECONDS = 1800
 HARD_MAX_REQUESTS = 5_000_000
+
+
+def _dropped(conn):
+    """True when an idle keep-alive connection was closed by the server (readable with nothing to
+    read but EOF, or gone)."""
+    sock = conn.sock
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)  # an idle HTTP/1.1 connection has nothing to say: EOF (or junk)
 
 
 class Sample:
@@ -99,6 +117,7 @@ class LoadGen:
         self._workers = []
         self.samples = []
         self.stale_retries = 0
+        self.dropped_idle = 0
         self.connections = 0
         self.t0 = None          # monotonic start
         self.epoch0 = None      # wall-clock start (time.time()), to line up with playbook logs
@@ -167,6 +186,13 @@ class LoadGen:
     def _once(self, conn):
         """One request on conn (connected if None). Returns (conn, status, body, error, stale):
         stale is True when a reused connection gave no answer at all."""
+        if conn is not None and _dropped(conn):
+            # the server closed this idle connection (FIN already here): reconnect before sending,
+            # as urllib3, browsers and curl do - not a failure, not a retry
+            conn.close()
+            conn = None
+            with self._lock:
+                self.dropped_idle += 1
         reused = conn is not None
         try:
             if conn is None:
@@ -265,6 +291,7 @@ class LoadGen:
             "failed_by": dict(Counter(str(s.status) if s.status else (s.error or "error")
                                       for s in fails)),
             "stale_retries": self.stale_retries,
+            "dropped_idle": self.dropped_idle,
             "connections": self.connections,
             "seconds": round(span, 2),
             "rate": round(len(samples) / span, 1) if span > 0 else 0.0,
@@ -289,7 +316,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     load = LoadGen(args.url, rate=args.rate, threads=args.threads, max_requests=args.max_requests,
                    max_seconds=args.seconds, retry_stale=not args.no_retry_stale)
-    load.start().wait()
+    # SIGTERM / Ctrl-C stop the load early; the summary is printed all the same
+    signal.signal(signal.SIGTERM, lambda *_: load._stop.set())
+    load.start()
+    try:
+        while any(w.is_alive() for w in load._workers):
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    load.stop()
     print(json.dumps(load.summary(), indent=2))
     return 0 if not load.failures() else 1
 

@@ -80,3 +80,13 @@ def test_ingress_ports_are_not_endpoints():
 ])
 def test_image_matching(task_image, wanted, matches):
     assert st.image_matches(task_image, wanted) is matches
+
+
+def test_spec_image_and_labels_are_returned():
+    service = _service()
+    service["Spec"]["Labels"] = {"greenflow.version": "2", "greenflow.fingerprint": "abc"}
+    service["Spec"]["TaskTemplate"] = {"ContainerSpec": {"Image": "demo:2"}}
+    state = st.assess(service, [], NODES, "demo:2")
+    assert state["image"] == "demo:2"
+    assert state["labels"] == {"greenflow.version": "2", "greenflow.fingerprint": "abc"}
+    assert st.assess(_service(), [], NODES)["labels"] == {}
