@@ -27,6 +27,7 @@ SCHEMA = 1
 ACTIONS = ("deploy", "rollback")
 OUTCOMES = ("in_progress", "succeeded", "failed")
 COLORS = ("blue", "green")
+REASON_WIDTH = 100
 
 
 class ReleaseRecordError(Exception):
@@ -180,6 +181,9 @@ def history_table(entries, live_id=None):
     rows = []
     for entry in entries:
         row = [str(entry.get(col) if entry.get(col) is not None else "-") for col in columns]
+        row[-1] = " ".join(row[-1].split())  # the reason on one line, cut short (history has it all)
+        if len(row[-1]) > REASON_WIDTH:
+            row[-1] = row[-1][:REASON_WIDTH - 3] + "..."
         if entry["id"] == live_id:
             row[4] += " (live)"
         rows.append(row)

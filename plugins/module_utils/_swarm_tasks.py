@@ -39,6 +39,26 @@ def published_host_ports(service):
     return [p["PublishedPort"] for p in ports if p.get("PublishMode") == "host" and p.get("PublishedPort")]
 
 
+SPEC_KEYS = ("Env", "Args", "Command", "Healthcheck", "Mounts", "Secrets", "Configs", "User")
+UPDATING = ("updating", "paused", "rollback_started", "rollback_paused")
+
+
+def task_matches_spec(task, service):
+    """True when a task was made from the service's current spec (same image, environment,
+    command, healthcheck, ... and force-update counter). A rolling update that changes only the
+    environment keeps the image: the image alone cannot tell an old task from a new one."""
+    template = service.get("Spec", {}).get("TaskTemplate", {})
+    if not template:
+        return True  # nothing to compare with
+    want, have = template.get("ContainerSpec", {}) or {}, task.get("Spec", {}).get("ContainerSpec", {}) or {}
+    if want.get("Image") and not image_matches(have.get("Image", ""), want["Image"]):
+        return False
+    for key in SPEC_KEYS:
+        if (want.get(key) or None) != (have.get(key) or None):
+            return False
+    return (template.get("ForceUpdate") or 0) == (task.get("Spec", {}).get("ForceUpdate") or 0)
+
+
 def summarize_tasks(tasks, nodes):
     """One plain dict per task that swarm still wants running (newest first per slot)."""
     node_by_id = dict((node["ID"], node) for node in nodes)
@@ -58,6 +78,7 @@ def summarize_tasks(tasks, nodes):
             "error": status.get("Err", ""),
             "image": task.get("Spec", {}).get("ContainerSpec", {}).get("Image", ""),
             "spec_version": task.get("Version", {}).get("Index"),
+            "current_spec": True,
         })
     return sorted(summary, key=lambda t: (t["slot"] or 0, t["node"]))
 
@@ -80,10 +101,24 @@ def assess(service, tasks, nodes, image=None):
     """The service's state: converged or not, its tasks, the endpoints nginx can target, and why not."""
     replicas = wanted_replicas(service)
     current = summarize_tasks(tasks, nodes)
-    running = [t for t in current if t["state"] == "running" and image_matches(t["image"], image)]
-    problems = []
+    outdated = set(t.get("ID", "")[:12] for t in tasks if not task_matches_spec(t, service))
     for task in current:
-        if task["state"] != "running":
+        task["current_spec"] = task["id"] not in outdated
+    running = [t for t in current if t["state"] == "running" and image_matches(t["image"], image)
+               and t["current_spec"]]
+    problems = []
+    update = service.get("UpdateStatus") or {}
+    if update.get("State") in UPDATING:
+        problems.append("swarm is still rolling an update out (%s%s)" % (
+            update["State"], ": " + update["Message"] if update.get("Message") else ""))
+    elif update.get("State") == "rollback_completed":
+        problems.append("swarm rolled the last update back%s" % (
+            ": " + update["Message"] if update.get("Message") else ""))
+    for task in current:
+        if not task["current_spec"]:
+            problems.append("task %s on %s is %s with an older spec of the service" % (
+                task["id"], task["node"] or "no node", task["state"]))
+        elif task["state"] != "running":
             problems.append("task %s on %s is %s%s" % (
                 task["id"], task["node"] or "no node", task["state"],
                 ": " + (task["error"] or task["message"]) if (task["error"] or task["message"]) else ""))

@@ -135,3 +135,13 @@ def test_history_is_newest_first_and_the_table_marks_live():
     assert [e["version"] for e in entries] == ["2", "1"]
     table = rr.history_table(entries, rr.live_release(record)["id"])
     assert table[0].startswith("ID") and "succeeded (live)" in table[1] and "(live)" not in table[2]
+
+
+def test_history_table_cuts_long_reasons_to_one_short_line():
+    from ansible_collections.greenflow.platform.plugins.module_utils import _release_record as rr_mod
+    entry = {"id": 1, "action": "deploy", "version": "2", "color": "green", "outcome": "failed",
+             "reason": "line one\nline two " + "x" * 300}
+    lines = rr_mod.history_table([entry])
+    assert len(lines) == 2 and "\n" not in lines[1]
+    assert lines[1].endswith("...") and "line one line two" in lines[1]
+    assert len(lines[1].split("line one", 1)[1]) < rr_mod.REASON_WIDTH

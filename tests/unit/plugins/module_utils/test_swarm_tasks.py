@@ -90,3 +90,57 @@ def test_spec_image_and_labels_are_returned():
     assert state["image"] == "demo:2"
     assert state["labels"] == {"greenflow.version": "2", "greenflow.fingerprint": "abc"}
     assert st.assess(_service(), [], NODES)["labels"] == {}
+
+
+def _spec_service(env, replicas=2, update_state=None):
+    service = _service(replicas)
+    service["Spec"]["TaskTemplate"] = {"ContainerSpec": {"Image": "demo:2", "Env": env}}
+    if update_state:
+        service["UpdateStatus"] = {"State": update_state, "Message": "update in progress"}
+    return service
+
+
+def _spec_task(node, env, slot, state="running"):
+    task = _task(node, state, slot=slot)
+    task["Spec"]["ContainerSpec"]["Env"] = env
+    return task
+
+
+def test_tasks_of_an_older_spec_with_the_same_image_are_not_converged():
+    # an env-only release keeps the image: the old tasks must not pass for the new ones
+    service = _spec_service(["DEMO_ERROR_RATE=0.3"])
+    tasks = [_spec_task("n1", [], 1), _spec_task("n2", [], 2)]
+    state = st.assess(service, tasks, NODES, "demo:2")
+    assert not state["converged"] and state["running"] == 0 and state["endpoints"] == []
+    assert any("older spec" in p for p in state["problems"])
+
+
+def test_tasks_of_the_current_spec_are_converged():
+    service = _spec_service(["A=1"])
+    tasks = [_spec_task("n1", ["A=1"], 1), _spec_task("n2", ["A=1"], 2)]
+    state = st.assess(service, tasks, NODES, "demo:2")
+    assert state["converged"] and state["running"] == 2
+
+
+def test_an_update_in_progress_is_not_converged():
+    service = _spec_service(["A=1"], update_state="updating")
+    tasks = [_spec_task("n1", ["A=1"], 1), _spec_task("n2", ["A=1"], 2)]
+    state = st.assess(service, tasks, NODES, "demo:2")
+    assert not state["converged"]
+    assert any("rolling an update out" in p for p in state["problems"])
+
+
+def test_an_update_rolled_back_by_swarm_is_named():
+    service = _spec_service(["A=1"], update_state="rollback_completed")
+    tasks = [_spec_task("n1", ["A=1"], 1), _spec_task("n2", ["A=1"], 2)]
+    state = st.assess(service, tasks, NODES, "demo:2")
+    assert not state["converged"]
+    assert any("rolled the last update back" in p for p in state["problems"])
+
+
+def test_a_forced_update_makes_older_tasks_outdated():
+    service = _spec_service(["A=1"])
+    service["Spec"]["TaskTemplate"]["ForceUpdate"] = 2
+    tasks = [_spec_task("n1", ["A=1"], 1), _spec_task("n2", ["A=1"], 2)]
+    assert not st.task_matches_spec(tasks[0], service)
+    assert not st.assess(service, tasks, NODES, "demo:2")["converged"]

@@ -1,0 +1,241 @@
+"""Releases end to end on a private lab, under load: deploy.yml (good, bad, unhealthy), rollback.yml,
+history.yml and the webhook.
+
+    .venv/bin/pytest -q -s tests/lab/test_release.py        # about 10-12 minutes
+
+The session brings up its own lab (prefix ci-rel-, loopback ports 48180 / 48543), provisions the swarm
+and the load balancer, loads the demo images, and removes the lab at the end. The load generator
+(tests/lab/loadgen.py) sends 250 requests/s to https://127.0.0.1:48543/version during each release;
+every load is bounded in requests and seconds. Figures are printed (-s), never asserted on time.
+"""
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from loadgen import LoadGen
+
+pytestmark = pytest.mark.lab
+
+PREFIX = "ci-rel-"
+PORTS = (48180, 48543)
+RATE = 250
+THREADS = 32
+MIN_RATE = 200
+APP = "demo"
+# short cutover settings: 4 s per step, judged on at least 20 requests of the new colour
+FAST = ["-e", "cutover_step_seconds=4", "-e", "cutover_min_requests=20"]
+# deploys that only set up a state for the next test: one step straight to 100 %
+QUICK = ["-e", '{"cutover_steps": [100]}', "-e", "cutover_step_seconds=2", "-e", "cutover_min_requests=5"]
+
+
+class Webhook:
+    """A Slack-compatible webhook receiver on 127.0.0.1: keeps every JSON body posted to it."""
+
+    def __init__(self):
+        events = self.events = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                events.append(json.loads(body or b"{}"))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/hook" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def since(self, n):
+        return [(e.get("event"), e.get("version")) for e in self.events[n:]]
+
+
+@pytest.fixture(scope="session")
+def release_lab(prefixed_lab):
+    lab = prefixed_lab(PREFIX, PORTS)
+    started = time.monotonic()
+    lab.playbook("playbooks/swarm.yml")
+    lab.playbook("playbooks/lb.yml")
+    lab.playbook("lab/load-images.yml")
+    lab.webhook = Webhook()
+    lab.hook = ["-e", "release_webhook_url=%s" % lab.webhook.url]
+    first = lab.playbook("playbooks/deploy.yml", "-e", "release_version=1", *lab.hook)
+    print("\n[release lab] provisioned and v1 deployed in %.0f s (deploy v1 %.0f s)"
+          % (time.monotonic() - started, first.seconds))
+    yield lab
+    lab.webhook.server.shutdown()
+
+
+def record(lab):
+    return json.loads(lab.exec("lb-1", "cat", "/var/lib/greenflow/releases/%s.json" % APP))
+
+
+def last_entry(lab):
+    return record(lab)["releases"][-1]
+
+
+def nginx_shares(lab):
+    text = lab.exec("lb-1", "cat", "/etc/nginx/conf.d/greenflow-upstream-%s.conf" % APP)
+    state = json.loads(re.search(r"^# greenflow-state: (.*)$", text, re.M).group(1))
+    return dict((c, s) for c, s in state["shares"].items() if s)
+
+
+def replicas(lab, colour):
+    return int(lab.exec("swarm-manager-1", "docker", "service", "inspect", "%s-%s" % (APP, colour),
+                        "--format", "{{.Spec.Mode.Replicated.Replicas}}").strip())
+
+
+def versions_now(lab, n=20):
+    """What n fresh requests through the load balancer answer (after a release)."""
+    load = LoadGen(lab.url("/version"), rate=50, threads=2, max_requests=n, max_seconds=20).start().wait()
+    assert not load.failures(), load.summary()
+    return dict(load.versions())
+
+
+def run_under_load(lab, playbook, *args, check=True):
+    load = LoadGen(lab.url("/version"), rate=RATE, threads=THREADS, max_requests=RATE * 400,
+                   max_seconds=400)
+    load.start()
+    time.sleep(2)  # steady traffic before the release starts
+    try:
+        proc = lab.playbook(playbook, *args, check=False)
+        time.sleep(2)  # and after it
+    finally:
+        load.stop()
+    if check and proc.returncode != 0:
+        pytest.fail("%s failed:\n%s" % (playbook, proc.stdout[-5000:]))
+    summary = load.summary()
+    print("\n[%s %s] rc %d, %.1f s; load: %s" % (playbook, " ".join(args), proc.returncode,
+                                                 proc.seconds, json.dumps(summary)))
+    assert summary["rate"] >= MIN_RATE, "the load generator did not reach %d req/s" % MIN_RATE
+    return proc, load, summary
+
+
+def test_first_release_puts_v1_on_blue(release_lab):
+    lab = release_lab
+    assert versions_now(lab) == {"1": 20}
+    entry = last_entry(lab)
+    assert (entry["action"], entry["version"], entry["color"], entry["outcome"]) == ("deploy", "1", "blue", "succeeded")
+    assert nginx_shares(lab) == {"blue": 100}
+    assert lab.webhook.since(0) == [("start", "1"), ("success", "1")]
+
+
+def test_good_release_v1_to_v2_drops_no_request(release_lab):
+    lab = release_lab
+    hooks = len(lab.webhook.events)
+    proc, load, summary = run_under_load(lab, "playbooks/deploy.yml", "-e", "release_version=2", *FAST, *lab.hook)
+    assert summary["failed"] == 0, summary
+    assert summary["versions"].get("1") and summary["versions"].get("2"), summary
+    for step in (1, 2, 3, 4):
+        assert re.search(r"step %d/4: green .* -> pass" % step, proc.stdout), proc.stdout[-3000:]
+    assert versions_now(lab) == {"2": 20}
+    entry = last_entry(lab)
+    assert (entry["version"], entry["color"], entry["outcome"]) == ("2", "green", "succeeded")
+    assert [e["verdict"] for e in entry["timeline"] if e.get("event") == "step"] == ["pass"] * 4
+    assert nginx_shares(lab) == {"green": 100}
+    assert replicas(lab, "blue") == 2  # the previous colour keeps running: instant rollback
+    assert lab.webhook.since(hooks) == [("start", "2"), ("success", "2")]
+
+
+def test_rollback_right_after_a_good_release_drops_no_request(release_lab):
+    lab = release_lab
+    hooks = len(lab.webhook.events)
+    proc, load, summary = run_under_load(lab, "playbooks/rollback.yml", *lab.hook)
+    assert summary["failed"] == 0, summary
+    switch = re.search(r"nginx switch ([0-9.]+) s", proc.stdout)
+    window = load.switch_window("2", "1")
+    print("[rollback] wall time %.1f s; nginx switch task %s s; clients saw v2 -> v1 %s; "
+          "the colour still ran v1: %s" % (proc.seconds, switch and switch.group(1), window,
+                                           "the colour still ran it" in proc.stdout))
+    assert "the colour still ran it" in proc.stdout
+    assert versions_now(lab) == {"1": 20}
+    entry = last_entry(lab)
+    assert (entry["action"], entry["version"], entry["color"], entry["outcome"]) == ("rollback", "1", "blue", "succeeded")
+    assert nginx_shares(lab) == {"blue": 100}
+    assert [e for e, _ in lab.webhook.since(hooks)] == ["rollback", "success"]
+
+
+def test_bad_release_is_aborted_at_the_first_step(release_lab):
+    lab = release_lab
+    hooks = len(lab.webhook.events)
+    proc, load, summary = run_under_load(
+        lab, "playbooks/deploy.yml", "-e", "release_version=2", "-e", '{"release_env": {"DEMO_ERROR_RATE": "0.3"}}',
+        *FAST, *lab.hook, check=False)
+    assert proc.returncode != 0
+    assert "Release 2 of demo FAILED" in proc.stdout and "Traffic: 100 % on blue (1)" in proc.stdout
+    entry = last_entry(lab)
+    assert (entry["version"], entry["color"], entry["outcome"]) == ("2", "green", "failed")
+    assert "step 1/4" in entry["reason"] and "abort" in entry["reason"]
+    steps = [e for e in entry["timeline"] if e.get("event") == "step"]
+    revert = [e for e in entry["timeline"] if e.get("event") == "revert"]
+    assert [s["verdict"] for s in steps] == ["abort"] and steps[0]["share"] == 5 and revert and revert[0]["ok"]
+    # failures: only the 500s of the new colour, no more than its 5 % share of the window's traffic
+    fails = load.failures()
+    assert fails and set(s.status for s in fails) == {500}, summary
+    start = min(steps[0]["started_epoch"], load.epoch0 + min(s.sent for s in fails)) - load.epoch0
+    end = revert[0]["time_epoch"] + revert[0]["seconds"] - load.epoch0
+    in_window = load.summary(since=start, until=end + 0.5)
+    print("[bad release] step-1 window %.1f s: %d requests, %d failed (%.2f %%), all failures %d; "
+          "time to detect %.1f s, revert %.2f s" % (
+              end - start, in_window["requests"], in_window["failed"],
+              100.0 * in_window["failed"] / max(1, in_window["requests"]), summary["failed"],
+              steps[0]["seconds"], revert[0]["seconds"]))
+    assert summary["failed"] <= 0.05 * in_window["requests"], (summary, in_window)
+    assert versions_now(lab) == {"1": 20}
+    assert nginx_shares(lab) == {"blue": 100}
+    assert replicas(lab, "green") == 0
+    assert [e for e, _ in lab.webhook.since(hooks)] == ["start", "failure"]
+
+
+def test_release_that_never_gets_healthy_moves_no_traffic(release_lab):
+    lab = release_lab
+    proc, load, summary = run_under_load(
+        lab, "playbooks/deploy.yml", "-e", "release_version=2", "-e", '{"release_env": {"DEMO_HEALTHY": "false"}}',
+        "-e", "app_release_wait_timeout=30", *FAST, check=False)
+    assert proc.returncode != 0
+    assert summary["failed"] == 0, summary
+    assert set(summary["versions"]) == {"1"}, summary
+    assert "TASK [Shift traffic in gated steps]" not in proc.stdout
+    entry = last_entry(lab)
+    assert entry["outcome"] == "failed" and "did not converge" in entry["reason"]
+    assert not entry.get("timeline")
+    assert nginx_shares(lab) == {"blue": 100}
+    assert replicas(lab, "green") == 0
+
+
+def test_second_rollback_goes_one_release_further_back(release_lab):
+    lab = release_lab
+    # live: 1 on blue. Release 2 (green), then "3" (image 1 with DEMO_VERSION=3) on blue.
+    lab.playbook("playbooks/deploy.yml", "-e", "release_version=2", *QUICK)
+    lab.playbook("playbooks/deploy.yml", "-e", "release_version=3", "-e", "release_image=greenflow/demo-app:1",
+                 "-e", '{"release_env": {"DEMO_VERSION": "3"}}', *QUICK)
+    assert versions_now(lab) == {"3": 20}
+    first = lab.playbook("playbooks/rollback.yml")
+    assert "the colour still ran it" in first.stdout
+    assert versions_now(lab) == {"2": 20}
+    # release 1's colour (blue) now holds "3": the rollback deploys release 1 there again first
+    second = lab.playbook("playbooks/rollback.yml")
+    assert "the colour was brought back first" in second.stdout
+    assert versions_now(lab) == {"1": 20}
+    print("\n[rollbacks] instant %.1f s, with redeploy %.1f s" % (first.seconds, second.seconds))
+    third = lab.playbook("playbooks/rollback.yml", check=False)
+    assert third.returncode != 0 and "Nothing to roll back to" in third.stdout
+    assert versions_now(lab) == {"1": 20}
+
+
+def test_history_shows_every_release_newest_first(release_lab):
+    proc = release_lab.playbook("playbooks/history.yml", "-e", "history_limit=20")
+    rows = re.findall(r"^\s+- '?(\d+)\s+(deploy|rollback)\s+(\S+)\s+(blue|green)\s+(\w+)( \(live\))?", proc.stdout, re.M)
+    assert [int(r[0]) for r in rows] == sorted((int(r[0]) for r in rows), reverse=True)
+    assert len(rows) == len(record(release_lab)["releases"])
+    live = [r for r in rows if r[5]]
+    assert len(live) == 1 and live[0][2] == "1"
+    assert "Live: 1 on blue" in proc.stdout
