@@ -214,9 +214,11 @@ def test_release_that_never_gets_healthy_moves_no_traffic(release_lab):
 def test_second_rollback_goes_one_release_further_back(release_lab):
     lab = release_lab
     # live: 1 on blue. Release 2 (green), then "3" (image 1 with DEMO_VERSION=3) on blue.
-    lab.playbook("playbooks/deploy.yml", "-e", "release_version=2", *QUICK)
-    lab.playbook("playbooks/deploy.yml", "-e", "release_version=3", "-e", "release_image=greenflow/demo-app:1",
-                 "-e", '{"release_env": {"DEMO_VERSION": "3"}}', *QUICK)
+    # light traffic, so that the one-step cutovers have requests to judge
+    with LoadGen(lab.url("/version"), rate=60, threads=4, max_requests=60 * 400, max_seconds=400):
+        lab.playbook("playbooks/deploy.yml", "-e", "release_version=2", *QUICK)
+        lab.playbook("playbooks/deploy.yml", "-e", "release_version=3", "-e", "release_image=greenflow/demo-app:1",
+                     "-e", '{"release_env": {"DEMO_VERSION": "3"}}', *QUICK)
     assert versions_now(lab) == {"3": 20}
     first = lab.playbook("playbooks/rollback.yml")
     assert "the colour still ran it" in first.stdout
