@@ -9,7 +9,7 @@ socket in the work directory (no TCP port): pgbench -i -s SCALE (70 ~ 1 GB), the
      local store) and `tar -cf` of the same data directory (+ sync) -> MB/s of each and their ratio;
   2. a restore: `greenflow-pg-backup restore-fetch` (copy + pg_verifybackup) into an empty directory,
      start with recovery.signal, replay, promote -> seconds until the restored server accepts writes.
-Prints figures; never asserts on time. Run as root it re-runs itself as the postgres user.
+--encrypt measures the same with encryption at rest. Prints figures; never asserts on time. Run as root it re-runs itself as the postgres user.
 """
 import argparse
 import json
@@ -37,6 +37,7 @@ def main():
     parser.add_argument('--scale', type=int, default=70)
     parser.add_argument('--workdir', default='/var/tmp/greenflow-bench')
     parser.add_argument('--keep', action='store_true')
+    parser.add_argument('--encrypt', action='store_true', help='encrypt the store (openssl, a throwaway key)')
     args = parser.parse_args()
     if os.geteuid() == 0:
         os.makedirs(args.workdir, exist_ok=True)
@@ -57,6 +58,11 @@ def main():
     }
     for sub in ('state', 'scratch'):
         os.makedirs(os.path.join(work, sub))
+    if args.encrypt:
+        config['encrypt'] = True
+        config['key_file'] = os.path.join(work, 'state', 'key')
+        with open(config['key_file'], 'w') as handle:
+            handle.write(os.urandom(24).hex())
     config_file = os.path.join(work, 'pg_backup.json')
     with open(config_file, 'w') as handle:
         json.dump(config, handle)
