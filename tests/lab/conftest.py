@@ -77,7 +77,15 @@ def prefixed_lab(request):
         if prefix not in labs:
             lab = PrefixedLab(prefix, *ports)
             request.addfinalizer(lab.down)
-            labs[prefix] = lab.up()
-        return labs[prefix]
+            labs[prefix] = lab
+            try:
+                lab.up()
+            except BaseException as exc:  # later tests fail at once instead of trying again
+                lab.broken = exc
+                raise
+        lab = labs[prefix]
+        if getattr(lab, "broken", None) is not None:
+            pytest.fail("lab %s could not be brought up: %s" % (prefix, str(lab.broken)[:500]))
+        return lab
 
     return make

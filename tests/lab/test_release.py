@@ -3,9 +3,9 @@ history.yml and the webhook.
 
     .venv/bin/pytest -q -s tests/lab/test_release.py        # about 10-12 minutes
 
-The session brings up its own lab (prefix ci-rel-, loopback ports 48180 / 48543), provisions the swarm
+The session brings up its own lab (prefix ci-rel-, loopback ports 45281 / 45644), provisions the swarm
 and the load balancer, loads the demo images, and removes the lab at the end. The load generator
-(tests/lab/loadgen.py) sends 250 requests/s to https://127.0.0.1:48543/version during each release;
+(tests/lab/loadgen.py) sends 250 requests/s to https://127.0.0.1:45644/version during each release;
 every load is bounded in requests and seconds. Figures are printed (-s), never asserted on time.
 """
 import json
@@ -21,7 +21,7 @@ from loadgen import LoadGen
 pytestmark = pytest.mark.lab
 
 PREFIX = "ci-rel-"
-PORTS = (48180, 48543)
+PORTS = (45281, 45644)  # other lab tests use other ports: keep them distinct
 RATE = 250
 THREADS = 32
 MIN_RATE = 200
