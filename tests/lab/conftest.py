@@ -49,6 +49,20 @@ class PrefixedLab:
                                                        proc.stdout[-6000:], proc.stderr[-2000:]))
         return proc
 
+    def playbook_background(self, playbook, *args):
+        """Start a playbook without waiting for it (see wait_background)."""
+        cmd = [os.path.join(BIN, "ansible-playbook"), "-i", "inventories/lab", playbook, *args]
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        proc.cmd = cmd
+        return proc
+
+    def wait_background(self, proc, timeout=900):
+        out, _ = proc.communicate(timeout=timeout)
+        if proc.returncode != 0:
+            pytest.fail("%s failed (rc %d):\n%s" % (" ".join(proc.cmd[1:]), proc.returncode, out[-6000:]))
+        return out
+
     def exec(self, host, *cmd, check=True, timeout=60):
         """Run a command inside a lab host; returns its stdout."""
         proc = subprocess.run(["docker", "exec", self.container(host), *cmd], capture_output=True,
