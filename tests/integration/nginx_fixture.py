@@ -450,6 +450,17 @@ class NginxLab:
         entries = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
         return entries, offset + end
 
+    def read_access_log_until(self, offset, count, timeout=5.0):
+        """Like read_access_log, but wait (at most ``timeout`` s) until ``count`` entries are there:
+        nginx writes a request's log line only after its response has left, so a client can see
+        its last answer a moment before the line exists."""
+        deadline = time.monotonic() + timeout
+        while True:
+            entries, end = self.read_access_log(offset)
+            if len(entries) >= count or time.monotonic() >= deadline:
+                return entries, end
+            time.sleep(0.05)
+
 
 # ------------------------------------------------------------------ running the module
 

@@ -96,7 +96,7 @@ def test_share_accuracy(nginx_lab, green, requests):
     result = nf.fire(lab.url, requests, threads=4, max_seconds=180)
     assert result.requests == requests and result.failed == 0, result.summary()
 
-    entries, _ = lab.read_access_log(offset)
+    entries, _ = lab.read_access_log_until(offset, requests)
     assert len(entries) == requests
     seen = pools_seen(lab, entries)
     for colour, target in (("green", green), ("blue", 100 - green)):
@@ -208,7 +208,7 @@ def test_reload_failure_restores_previous_file(nginx_lab):
         os.unlink(vhost)
     offset = lab.log_offset()
     nf.fire(lab.url, 1000, threads=2)
-    entries, _ = lab.read_access_log(offset)
+    entries, _ = lab.read_access_log_until(offset, 1000)
     green = pools_seen(lab, entries).count("green") / 10.0
     assert 15 <= green <= 35, green  # still the 25 % split, not 75 %
 
