@@ -18,7 +18,7 @@ LAB_INVENTORY := inventories/lab
 DEBIAN_PACKAGES := docker.io debootstrap nginx-light postgresql python3-venv rsync
 
 .PHONY: help demo test venv debian-packages docker lab-up lab-down lab-status \
-        test-unit test-integration test-lab lint molecule clean
+        test-unit test-integration test-lab test-data lint molecule clean
 
 help:
 	@echo "make demo        bring the local lab up and run the platform on it"
@@ -69,6 +69,10 @@ lint: venv
 # The lab's own life cycle (up, up again = no change, status, down = nothing left), in a prefixed lab.
 test-lab: venv docker
 	pytest -q tests/lab/test_lab_lifecycle.py
+
+# Backups, point-in-time restore, verification, retention and failover on a prefixed lab of its own.
+test-data: venv docker
+	pytest -q -s tests/lab/test_data.py
 
 molecule: venv docker
 	molecule test --all
