@@ -11,6 +11,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import calendar
+import time
+
 
 def image_matches(task_image, wanted):
     """True when a task's image reference is the one wanted (a pinned ``@sha256:`` suffix aside)."""
@@ -97,7 +100,34 @@ def recent_failures(tasks, nodes, limit=5):
     } for t in failed[:limit]]
 
 
-def assess(service, tasks, nodes, image=None):
+def timestamp_epoch(text):
+    """Seconds since the epoch of a Docker API timestamp (RFC 3339, UTC, nanoseconds), or None."""
+    try:
+        return calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
+    except (TypeError, ValueError):
+        return None
+
+
+def failed_current(tasks, service, since=None):
+    """How many tasks of the service's current spec have ended - failed, rejected, or completed
+    although a service task should run for ever - (since the epoch
+    ``since``, if given). Swarm keeps replacing them: a release that can never become healthy
+    shows here long before a timeout."""
+    count = 0
+    for t in tasks:
+        status = t.get("Status", {})
+        # "complete": the app exited 0 on swarm's SIGTERM, e.g. after its healthcheck failed
+        if status.get("State") not in ("failed", "rejected", "complete") or not task_matches_spec(t, service):
+            continue
+        if since is not None:
+            at = timestamp_epoch(status.get("Timestamp"))
+            if at is None or at < since:
+                continue
+        count += 1
+    return count
+
+
+def assess(service, tasks, nodes, image=None, failures_since=None):
     """The service's state: converged or not, its tasks, the endpoints nginx can target, and why not."""
     replicas = wanted_replicas(service)
     current = summarize_tasks(tasks, nodes)
@@ -143,4 +173,5 @@ def assess(service, tasks, nodes, image=None):
         "endpoints": endpoints,
         "problems": problems,
         "recent_failures": recent_failures(tasks, nodes),
+        "failed_current": failed_current(tasks, service, failures_since),
     }

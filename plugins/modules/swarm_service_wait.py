@@ -36,6 +36,14 @@ options:
     description: Seconds to wait for convergence. C(0) reads the state once and does not fail when not converged.
     type: int
     default: 120
+  max_failures:
+    description:
+      - Fail before O(timeout) once this many tasks of the service's current spec have ended
+        (failed, rejected, or stopped by swarm after a failed healthcheck) since this wait began (30 s slack) - a
+        release that cannot get healthy is named at once instead of at the timeout. C(0) waits
+        for the timeout.
+    type: int
+    default: 0
   poll:
     description: Seconds between two reads.
     type: float
@@ -114,6 +122,11 @@ problems:
   type: list
   elements: str
   sample: ["task 4f2a1c0e9b7d on swarm-worker-1 is starting"]
+failed_current:
+  description: Tasks of the current spec that ended (failed, rejected, or completed) since the wait began (30 s slack).
+  returned: always
+  type: int
+  sample: 0
 recent_failures:
   description: The newest failed or rejected tasks with their error.
   returned: always
@@ -139,14 +152,14 @@ except ImportError:
     HAS_DOCKER = False
 
 
-def _read(api, name, image):
+def _read(api, name, image, failures_since=None):
     try:
         service = api.inspect_service(name)
     except NotFound:
         return None
     tasks = api.tasks(filters={"service": service["ID"]})
     nodes = api.nodes()
-    return assess(service, tasks, nodes, image)
+    return assess(service, tasks, nodes, image, failures_since)
 
 
 def main():
@@ -156,6 +169,7 @@ def main():
             image=dict(type="str"),
             timeout=dict(type="int", default=120),
             poll=dict(type="float", default=1.0),
+            max_failures=dict(type="int", default=0),
             docker_host=dict(type="str", default="unix:///var/run/docker.sock"),
         ),
         supports_check_mode=True,
@@ -171,15 +185,17 @@ def main():
         module.fail_json(msg="cannot reach Docker at %s: %s" % (p["docker_host"], exc))
 
     started = time.monotonic()
+    started_epoch = time.time()
     deadline = started + p["timeout"]
     while True:
         try:
-            state = _read(api, p["name"], p["image"])
+            # failures older than this run (30 s slack: the update began just before) are history
+            state = _read(api, p["name"], p["image"], started_epoch - 30)
         except (APIError, DockerException) as exc:
             module.fail_json(msg="cannot read service %s: %s" % (p["name"], exc))
         if state is None:
             if p["timeout"] == 0 or time.monotonic() >= deadline:
-                result = dict(exists=False, converged=False, replicas=0, running=0, endpoints=[], tasks=[], labels={},
+                result = dict(exists=False, converged=False, replicas=0, running=0, endpoints=[], tasks=[], labels={}, failed_current=0,
                               problems=["service %s does not exist" % p["name"]], recent_failures=[],
                               waited=round(time.monotonic() - started, 1))
                 if p["timeout"] == 0:
@@ -187,11 +203,14 @@ def main():
                 module.fail_json(msg="service %s does not exist" % p["name"], **result)
         elif state["converged"] or p["timeout"] == 0:
             module.exit_json(changed=False, exists=True, waited=round(time.monotonic() - started, 1), **state)
-        elif time.monotonic() >= deadline:
+        elif time.monotonic() >= deadline or (p["max_failures"] and state["failed_current"] >= p["max_failures"]):
             failures = ["%s on %s: %s" % (f["state"], f["node"], f["error"]) for f in state["recent_failures"]]
+            why = ("did not converge within %ds" % p["timeout"] if time.monotonic() >= deadline else
+                   "will not converge: %d tasks of its current spec ended (failed, or killed as unhealthy) within %.0fs" % (
+                       state["failed_current"], time.monotonic() - started))
             module.fail_json(
-                msg="service %s did not converge within %ds: %s%s" % (
-                    p["name"], p["timeout"], "; ".join(state["problems"]),
+                msg="service %s %s: %s%s" % (
+                    p["name"], why, "; ".join(state["problems"]),
                     (" | recent failures: " + "; ".join(failures)) if failures else ""),
                 exists=True, waited=round(time.monotonic() - started, 1), **state)
         time.sleep(p["poll"])

@@ -144,3 +144,26 @@ def test_a_forced_update_makes_older_tasks_outdated():
     tasks = [_spec_task("n1", ["A=1"], 1), _spec_task("n2", ["A=1"], 2)]
     assert not st.task_matches_spec(tasks[0], service)
     assert not st.assess(service, tasks, NODES, "demo:2")["converged"]
+
+
+def test_failed_tasks_of_the_current_spec_are_counted_since_a_time():
+    service = _spec_service(["DEMO_HEALTHY=false"])
+    old = _spec_task("n1", ["DEMO_HEALTHY=false"], 1, state="failed")
+    old["Status"]["Timestamp"] = "2026-01-01T00:00:00.123456789Z"
+    new = _spec_task("n2", ["DEMO_HEALTHY=false"], 2, state="failed")
+    new["Status"]["Timestamp"] = "2026-01-01T00:10:00.5Z"
+    other_spec = _spec_task("n1", [], 3, state="failed")
+    other_spec["Status"]["Timestamp"] = "2026-01-01T00:10:00Z"
+    tasks = [old, new, other_spec]
+    assert st.failed_current(tasks, service) == 2
+    since = st.timestamp_epoch("2026-01-01T00:05:00Z")
+    assert st.failed_current(tasks, service, since) == 1
+    assert st.assess(service, tasks, NODES, "demo:2", since)["failed_current"] == 1
+    assert st.timestamp_epoch("garbage") is None
+
+
+def test_a_task_that_exited_0_after_an_unhealthy_kill_counts_as_ended():
+    service = _spec_service(["DEMO_HEALTHY=false"])
+    tasks = [_spec_task("n1", ["DEMO_HEALTHY=false"], 1, state="complete"),
+             _spec_task("n2", ["DEMO_HEALTHY=false"], 2, state="starting")]
+    assert st.failed_current(tasks, service) == 1
