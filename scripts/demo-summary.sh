@@ -12,7 +12,7 @@ The lab is up. Where to look:
   the live release   curl -k https://127.0.0.1:${https_port}/version
   roll back          . .venv/bin/activate && ansible-playbook playbooks/rollback.yml   (seconds; docs/rollback.md)
   release history    ansible-playbook playbooks/history.yml
-  release again      ansible-playbook playbooks/deploy.yml -e release_version=2   (docs/deploy.md)
+  release again      ansible-playbook playbooks/deploy.yml -e release_version=<version>   (docs/deploy.md)
   lab hosts          make lab-status
   a shell on a host  docker exec -it $lb bash
   Ansible            . .venv/bin/activate && ansible all -m ping
