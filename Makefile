@@ -49,9 +49,8 @@ lab-status:
 	@lab/lab-status.sh
 
 demo: lab-up
-	@for play in playbooks/site.yml playbooks/deploy.yml; do \
-	  if [ -f $$play ]; then ansible-playbook -i $(LAB_INVENTORY) $$play || exit 1; fi; \
-	done
+	ansible-playbook -i $(LAB_INVENTORY) playbooks/site.yml
+	scripts/demo-release.sh
 	@lab/lab-status.sh
 	@scripts/demo-summary.sh
 
