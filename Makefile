@@ -18,7 +18,7 @@ LAB_INVENTORY := inventories/lab
 DEBIAN_PACKAGES := docker.io debootstrap nginx-light postgresql python3-venv rsync curl
 
 .PHONY: help demo test venv debian-packages docker lab-up lab-down lab-status \
-        test-unit test-integration test-lab test-data lint molecule clean
+        test-unit test-integration test-lab test-data test-release lint molecule clean
 
 help:
 	@echo "make demo        bring the local lab up and run the platform on it"
@@ -72,6 +72,10 @@ test-lab: venv docker
 # Backups, point-in-time restore, verification, retention and failover on a prefixed lab of its own.
 test-data: venv docker
 	pytest -q -s tests/lab/test_data.py
+
+# Releases under load (good, bad, never healthy, rollbacks, webhook) on a prefixed lab of its own.
+test-release: venv docker
+	pytest -q -s tests/lab/test_release.py
 
 molecule: venv docker
 	molecule test --all
