@@ -15,7 +15,7 @@ export MOLECULE_GLOB := molecule/*/molecule.yml
 LAB_INVENTORY := inventories/lab
 # Control-node packages: the lab engine and image builder, nginx and PostgreSQL for the integration
 # tests (they run real servers on 127.0.0.1).
-DEBIAN_PACKAGES := docker.io debootstrap nginx-light postgresql python3-venv rsync curl
+DEBIAN_PACKAGES := docker.io debootstrap nginx-light postgresql python3-venv rsync curl openssl
 
 .PHONY: help demo test venv debian-packages docker lab-up lab-down lab-status \
         test-unit test-integration test-lab test-data test-release lint molecule clean
