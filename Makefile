@@ -22,7 +22,7 @@ DEBIAN_PACKAGES := docker.io debootstrap nginx-light postgresql python3-venv rsy
 
 help:
 	@echo "make demo        bring the local lab up and run the platform on it"
-	@echo "make test        unit + integration tests, lint, molecule scenario on the lab"
+	@echo "make test        unit + integration tests, lint, molecule scenario on the lab, releases under load"
 	@echo "make lab-up | lab-down | lab-status"
 
 $(VENV)/.installed: requirements.txt
@@ -86,6 +86,7 @@ test: venv debian-packages
 	$(MAKE) test-integration
 	$(MAKE) test-lab
 	$(MAKE) molecule
+	$(MAKE) test-release
 
 clean: lab-down
 	rm -rf $(VENV) .pytest_cache

@@ -50,10 +50,11 @@ class PrefixedLab:
         return proc
 
     def playbook_background(self, playbook, *args):
-        """Start a playbook without waiting for it (see wait_background)."""
+        """Start a playbook without waiting for it (see wait_background). It runs in a session of
+        its own, so that a test can kill it with all its workers: os.killpg(proc.pid, SIGKILL)."""
         cmd = [os.path.join(BIN, "ansible-playbook"), "-i", "inventories/lab", playbook, *args]
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=self.env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
         proc.cmd = cmd
         return proc
 

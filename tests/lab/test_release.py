@@ -9,7 +9,9 @@ and the load balancer, loads the demo images, and removes the lab at the end. Th
 every load is bounded in requests and seconds. Figures are printed (-s), never asserted on time.
 """
 import json
+import os
 import re
+import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -233,6 +235,39 @@ def test_second_rollback_goes_one_release_further_back(release_lab):
     third = lab.playbook("playbooks/rollback.yml", check=False)
     assert third.returncode != 0 and "Nothing to roll back to" in third.stdout
     assert versions_now(lab) == {"1": 20}
+
+
+def test_interrupted_deploy_is_undone_by_a_forced_rollback(release_lab):
+    lab = release_lab
+    # live: 1 on blue. A deploy of 2 is killed (controller and all) while green has its first 5 %.
+    with LoadGen(lab.url("/version"), rate=60, threads=4, max_requests=60 * 300, max_seconds=300) as load:
+        deploy = lab.playbook_background("playbooks/deploy.yml", "-e", "release_version=2",
+                                         "-e", "cutover_step_seconds=120", "-e", "cutover_min_requests=5")
+        deadline = time.monotonic() + 240
+        while nginx_shares(lab).get("green", 0) == 0:
+            assert deploy.poll() is None, "the deploy ended before it moved traffic:\n" + deploy.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "the deploy never moved traffic to green"
+            time.sleep(0.5)
+        os.killpg(deploy.pid, signal.SIGKILL)
+        deploy.wait(timeout=30)
+        stranded = nginx_shares(lab)
+        assert stranded == {"blue": 95, "green": 5}, stranded
+        assert last_entry(lab)["outcome"] == "in_progress"
+
+        refused = lab.playbook("playbooks/rollback.yml", check=False)
+        assert refused.returncode != 0 and "release_force=true" in refused.stdout, refused.stdout[-3000:]
+        assert nginx_shares(lab) == stranded  # refused: nothing changed
+
+        forced = lab.playbook("playbooks/rollback.yml", "-e", "release_force=true")
+        time.sleep(1)
+    summary = load.summary()
+    print("\n[interrupted deploy] forced rollback %.1f s; load: %s" % (forced.seconds, json.dumps(summary)))
+    assert summary["failed"] == 0, summary
+    assert nginx_shares(lab) == {"blue": 100}
+    assert versions_now(lab) == {"1": 20}
+    entry = last_entry(lab)
+    assert (entry["action"], entry["version"], entry["outcome"]) == ("deploy", "2", "failed")
+    assert "interrupted" in entry["reason"], entry["reason"]
 
 
 def test_history_shows_every_release_newest_first(release_lab):
