@@ -3,6 +3,7 @@ exactly what the lab made. Runs in its own prefixed lab so that it never touches
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -75,6 +76,59 @@ def test_lab_status_lists_every_host(lab):
                          text=True, check=True).stdout
     for host in HOSTS:
         assert re.search(r"^%s\s+running\s+(running|degraded)" % re.escape(PREFIX + host), out, re.M), out
+
+
+def _inventory_without(tmp_path, edit):
+    """A copy of inventories/lab whose hosts.yml went through edit(text) -> text."""
+    copy = tmp_path / "lab"
+    shutil.copytree(os.path.join(REPO_ROOT, "inventories", "lab"), copy)
+    hosts = copy / "hosts.yml"
+    before = hosts.read_text()
+    hosts.write_text(edit(before))
+    assert hosts.read_text() != before
+    return str(copy)
+
+
+def _bare(host, path):
+    return subprocess.run(["docker", "exec", PREFIX + host, "test", "-e", path]).returncode != 0
+
+
+# Bad input: site.yml fails in its preflight play, names the problem, and no host has changed (the
+# hosts of this lab are bare: nothing of Docker, nginx or PostgreSQL may appear on them).
+BAD_INPUT = {
+    "no manager": (
+        lambda tmp: ["-i", _inventory_without(tmp, lambda t: re.sub(
+            r"(swarm_managers:\n\s+hosts:)\n\s+swarm-manager-1:\n\s+ansible_host: .*\n", r"\1 {}\n", t))],
+        r"No swarm manager in the inventory: group 'swarm_managers' is missing or empty"),
+    "replica without primary": (
+        lambda tmp: ["-i", _inventory_without(tmp, lambda t: re.sub(
+            r"(pg_primary:\n\s+hosts:)\n\s+pg-primary-1:\n\s+ansible_host: .*\n", r"\1 {}\n", t))],
+        r"replica\(s\) pg-replica-1 have no primary: group 'pg_primary' is empty or missing"),
+    "port out of range": (
+        lambda tmp: ["-i", "inventories/lab", "-e", "nginx_lb_https_port=70000"],
+        r"lb-1: a port is out of range \(1-65535\) or used twice: nginx_lb_http_port=\d+,\s+nginx_lb_https_port=70000"),
+    "missing password": (
+        lambda tmp: ["-i", "inventories/lab", "-e", "pg_app_password="],
+        r"PostgreSQL on pg-primary-1: missing password\(s\) pg_app_password"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_bad_input_fails_before_any_host_changes(lab, tmp_path, case):
+    inventory, message = BAD_INPUT[case]
+    secrets = ["-e", "postgresql_lab_secrets_dir=%s" % os.path.join(REPO_ROOT, "lab", ".secrets")]
+    proc = subprocess.run([os.path.join(BIN, "ansible-playbook"), *inventory(tmp_path), *secrets,
+                           "playbooks/site.yml"], cwd=REPO_ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert re.search(message, re.sub(r"\s+", " ", out)), out[-3000:]
+    recap = re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", proc.stdout, re.M)
+    assert recap and all(changed == "0" for _, changed in recap), recap
+    assert re.search(r"^PLAY \[.*preflight", proc.stdout, re.M) and "PLAY [Provision" not in proc.stdout
+    for host, path in (("swarm-manager-1", "/etc/docker"), ("lb-1", "/etc/nginx"),
+                       ("pg-primary-1", "/etc/postgresql"), ("pg-replica-1", "/etc/postgresql")):
+        assert _bare(host, path), "%s appeared on %s" % (path, host)
 
 
 def test_lab_down_removes_the_lab_and_nothing_else(lab):
