@@ -1,5 +1,8 @@
 """The lab itself: lab-up creates the six hosts, a second lab-up changes nothing, lab-down removes
-exactly what the lab made. Runs in its own prefixed lab so that it never touches another one."""
+exactly what the lab made. While its hosts are still bare, site.yml is given bad input (no manager, a
+replica without primary, a port out of range, a missing password) and must fail in its preflight with a
+message naming the problem, with no host changed. Runs in its own prefixed lab so that it never touches
+another one."""
 import json
 import os
 import re
