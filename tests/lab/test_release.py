@@ -270,6 +270,29 @@ def test_interrupted_deploy_is_undone_by_a_forced_rollback(release_lab):
     assert "interrupted" in entry["reason"], entry["reason"]
 
 
+def test_cleanup_release_then_rollback_scales_the_previous_colour_back_up(release_lab):
+    lab = release_lab
+    # live: 1 on blue. Release 2 with release_cleanup: blue is scaled to 0 once green is live.
+    with LoadGen(lab.url("/version"), rate=60, threads=4, max_requests=60 * 400, max_seconds=400) as load:
+        lab.playbook("playbooks/deploy.yml", "-e", "release_version=2", "-e", "release_cleanup=true", *QUICK)
+        assert replicas(lab, "blue") == 0
+        assert nginx_shares(lab) == {"green": 100}
+        # the load balancer role run again (blue 100 % is what it writes for a new app) keeps the live split
+        lab.playbook("playbooks/lb.yml")
+        assert nginx_shares(lab) == {"green": 100}
+        # the previous colour was scaled down: the rollback scales it up, waits healthy, then switches
+        back = lab.playbook("playbooks/rollback.yml")
+        time.sleep(1)
+    summary = load.summary()
+    print("\n[rollback after cleanup] %.1f s (scale up, wait healthy, switch); load: %s"
+          % (back.seconds, json.dumps(summary)))
+    assert "the colour was brought back first" in back.stdout
+    assert summary["failed"] == 0, summary
+    assert replicas(lab, "blue") == 2
+    assert nginx_shares(lab) == {"blue": 100}
+    assert versions_now(lab) == {"1": 20}
+
+
 def test_history_shows_every_release_newest_first(release_lab):
     proc = release_lab.playbook("playbooks/history.yml", "-e", "history_limit=20")
     rows = re.findall(r"^\s+- '?(\d+)\s+(deploy|rollback)\s+(\S+)\s+(blue|green)\s+(\w+)( \(live\))?", proc.stdout, re.M)
