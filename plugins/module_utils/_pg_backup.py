@@ -37,6 +37,13 @@ def format_lsn(position):
     return '%X/%X' % (position >> 32, position & 0xFFFFFFFF)
 
 
+def backups_ending_by_lsn(backups, target_lsn):
+    """The backups a recovery to `target_lsn` can start from: those that were consistent (their
+    stop_lsn) at or before the target. Recovery from a later backup cannot go back to the target."""
+    target = parse_lsn(target_lsn)
+    return [b for b in backups if b.get('stop_lsn') and parse_lsn(b['stop_lsn']) <= target]
+
+
 def segments_per_xlogid(segment_size=DEFAULT_SEGMENT_SIZE):
     return 0x100000000 // segment_size
 

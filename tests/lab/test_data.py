@@ -8,7 +8,7 @@ failover, against real PostgreSQL in the lab containers.
 The module fixture brings up a prefixed lab (GREENFLOW_DATA_LAB_PREFIX, default `ci-data-`; its own
 containers and network), provisions PostgreSQL and backups, and removes that lab at the end (also on
 failure; GREENFLOW_DATA_KEEP_LAB=1 keeps it for a look). The tests run in file order and build on each
-other (one lab, one story): PITR -> verification and retention -> synchronous failover + pg_rewind ->
+other (one lab, one story): PITR by time, then by LSN -> verification and retention -> synchronous failover + pg_rewind ->
 asynchronous failover with the lag measured.
 """
 import json
@@ -122,6 +122,25 @@ def test_point_in_time_restore_has_exactly_the_rows_before_the_target(lab):
     # the replica was rebuilt from the restored primary and streams again
     assert psql(PRIMARY, 'SELECT state FROM pg_stat_replication', db='postgres') == 'streaming'
     assert psql(PRIMARY, 'SELECT pg_is_in_recovery()') == 'f'
+
+
+def test_restore_to_an_lsn_starts_from_a_backup_taken_before_it(lab):
+    # restore.yml ended with a fresh backup (A). Rows of phase 4, the target LSN, a backup (B) that
+    # ends after the target, rows of phase 5: the restore must start from A, since B cannot go back.
+    psql(PRIMARY, 'INSERT INTO pitr(phase) SELECT 4 FROM generate_series(1, 10)')
+    target = psql(PRIMARY, 'SELECT pg_current_wal_insert_lsn()')
+    play('playbooks/backup.yml')
+    psql(PRIMARY, 'INSERT INTO pitr(phase) SELECT 5 FROM generate_series(1, 10)')
+    wait_archived(PRIMARY)
+    newest = [b for b in store_listing() if not b.get('partial')][-1]
+    assert newest['verified'], newest
+    started = time.time()
+    proc = play('playbooks/restore.yml', '-e', 'restore_confirm=main', '-e', 'restore_target_lsn=%s' % target)
+    FIGURES['lsn_restore_playbook_s'] = round(time.time() - started)
+    restored = re.search(r"restored_backup: '?([0-9]{8}T[0-9]{6}Z)", proc.stdout)
+    assert restored and restored.group(1) != newest['id'], (restored and restored.group(1), newest['id'])
+    assert psql(PRIMARY, 'SELECT phase, count(*) FROM pitr GROUP BY 1 ORDER BY 1').split() == ['1|50', '2|30', '4|10']
+    assert psql(PRIMARY, 'SELECT state FROM pg_stat_replication', db='postgres') == 'streaming'
 
 
 def test_verification_catches_damage_and_restore_test_passes(lab):

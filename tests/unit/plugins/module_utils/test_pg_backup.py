@@ -176,3 +176,14 @@ def test_recovery_settings():
     assert 'recovery_target_action' not in pgb.recovery_settings('x')
     with pytest.raises(pgb.BackupLogicError, match='not both'):
         pgb.recovery_settings('x', target_time='t', target_lsn='0/1')
+
+
+def test_backups_for_an_lsn_target_are_those_consistent_by_then():
+    backups = [{'id': 'a', 'stop_lsn': '0/3000100'}, {'id': 'b', 'stop_lsn': '0/5000028'},
+               {'id': 'c', 'stop_lsn': '1/0'}, {'id': 'partial'}]
+    assert [b['id'] for b in pgb.backups_ending_by_lsn(backups, '0/5000028')] == ['a', 'b']
+    assert [b['id'] for b in pgb.backups_ending_by_lsn(backups, '0/5000027')] == ['a']
+    assert [b['id'] for b in pgb.backups_ending_by_lsn(backups, 'FF/0')] == ['a', 'b', 'c']
+    assert pgb.backups_ending_by_lsn(backups, '0/100') == []
+    with pytest.raises(pgb.BackupLogicError):
+        pgb.backups_ending_by_lsn(backups, 'nonsense')
