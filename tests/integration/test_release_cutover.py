@@ -133,6 +133,36 @@ def test_new_pool_answering_500_aborts_within_one_poll(nginx_lab, tmp_path):
     assert after.by_pool == {"blue": 60} and after.failed == 0, after.summary()
 
 
+def test_too_few_requests_waits_up_to_the_bound_then_goes_back(nginx_lab, tmp_path):
+    lab = nginx_lab
+    # a trickle: ~5 requests/s in all, so green's 50 % share cannot reach 200 requests in the wait
+    load = nginx_fixture.Load(lab.url, threads=1, max_requests=200, max_seconds=60,
+                              pause=0.2).start()
+    try:
+        started = time.monotonic()
+        result, stdout = run_cutover(tmp_path, base_args(
+            lab, steps=[50, 100], step_seconds=2, poll_seconds=1, min_requests=200,
+            max_wait_seconds=4))
+        took = time.monotonic() - started
+    finally:
+        traffic = load.stop()
+    assert result.get("failed")
+    assert result["reverted"] is True and result["failed_step"] == 1
+    step = steps_of(result)[0]
+    assert step["verdict"] == "fail", step
+    assert any(b["metric"] == "requests" for b in step["breaches"]), step["breaches"]
+    assert "wait exhausted" in " ".join(step["reasons"])
+    assert 0 < step["requests"] < 200
+    # it waited: polls past the dwell, shown once as a waiting line, and it did not wait for ever
+    polls = step["polls"]
+    assert [p["verdict"] for p in polls].count("wait") >= 2, polls
+    assert polls[-1]["t"] >= 2 + 4 - 1, polls
+    assert "need 200; waiting up to 4s more" in stdout
+    assert took < PLAYBOOK_TIMEOUT
+    assert current_shares(lab) == {"blue": 100, "green": 0}
+    assert traffic.failed == 0, traffic.summary()
+
+
 def test_health_probe_failure_during_a_step_aborts(nginx_lab, tmp_path):
     lab = nginx_lab
     green = lab.backends["green"][0]
