@@ -255,6 +255,14 @@ upstreams:
   type: list
   elements: str
   sample: ["demo_blue", "demo_green"]
+timings:
+  description:
+    - How long the switch took on the load balancer itself, in seconds; the task's wall time adds
+      Ansible's own work (connection, module transfer). V(reload_seconds) lasts until the old workers
+      stop accepting, so every connection opened afterwards gets the new split.
+  returned: when the file was written
+  type: dict
+  sample: {"write_seconds": 0.002, "validate_seconds": 0.041, "reload_seconds": 0.118, "total_seconds": 0.161}
 read_only:
   description: True when neither O(pools) nor O(shares) was given and nothing was changed.
   returned: always
@@ -590,10 +598,19 @@ def apply_change(module, p, nginx, conf_path, before, new_text, result):
         result["pools"] = result["previous_pools"]
         module.fail_json(msg=msg, **result)
 
+    started = time.monotonic()
+    timings = result["timings"] = {}
+
+    def lap(name, since):
+        timings[name] = round(time.monotonic() - since, 3)
+        timings["total_seconds"] = round(time.monotonic() - started, 3)
+        return time.monotonic()
+
     try:
         atomic_write(conf_path, new_text.encode("utf-8"), like=before)
     except AtomicFileError as exc:
         module.fail_json(msg=str(exc), **result)
+    mark = lap("write_seconds", started)
 
     if p["validate"]:
         try:
@@ -603,6 +620,7 @@ def apply_change(module, p, nginx, conf_path, before, new_text, result):
         if not ok:
             give_back("nginx -t failed with the new upstream file: %s." % msg)
         result["validated"] = True
+        mark = lap("validate_seconds", mark)
 
     if p["reload"]:
         pid, pid_file = nginx.master_pid()
@@ -622,6 +640,7 @@ def apply_change(module, p, nginx, conf_path, before, new_text, result):
                 pass
             give_back("reload failed: %s." % msg)
         result["reloaded"] = True
+        lap("reload_seconds", mark)
 
 
 if __name__ == "__main__":
