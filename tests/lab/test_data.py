@@ -8,7 +8,7 @@ failover, against real PostgreSQL in the lab containers.
 The module fixture brings up a prefixed lab (GREENFLOW_DATA_LAB_PREFIX, default `ci-data-`; its own
 containers and network), provisions PostgreSQL and backups, and removes that lab at the end (also on
 failure; GREENFLOW_DATA_KEEP_LAB=1 keeps it for a look). The tests run in file order and build on each
-other (one lab, one story): PITR by time, then by LSN -> verification and retention -> synchronous failover + pg_rewind ->
+other (one lab, one story): PITR by time, then by LSN (the replica rebuilt; a role re-run keeps it) -> verification and retention -> synchronous failover + pg_rewind ->
 asynchronous failover with the lag measured.
 """
 import json
@@ -35,6 +35,7 @@ PRIMARY = PREFIX + 'pg-primary-1'
 REPLICA = PREFIX + 'pg-replica-1'
 STORE = '/var/lib/greenflow-backup/main'
 PG_BIN = '/usr/lib/postgresql/15/bin'
+REPLICA_DATA = '/var/lib/postgresql/15/main'
 FIGURES = {}
 
 
@@ -134,6 +135,7 @@ def test_restore_to_an_lsn_starts_from_a_backup_taken_before_it(lab):
     wait_archived(PRIMARY)
     newest = [b for b in store_listing() if not b.get('partial')][-1]
     assert newest['verified'], newest
+    sh(REPLICA, 'touch %s/greenflow-test-marker' % REPLICA_DATA)  # gone once the replica is re-cloned
     started = time.time()
     proc = play('playbooks/restore.yml', '-e', 'restore_confirm=main', '-e', 'restore_target_lsn=%s' % target)
     FIGURES['lsn_restore_playbook_s'] = round(time.time() - started)
@@ -141,6 +143,18 @@ def test_restore_to_an_lsn_starts_from_a_backup_taken_before_it(lab):
     assert restored and restored.group(1) != newest['id'], (restored and restored.group(1), newest['id'])
     assert psql(PRIMARY, 'SELECT phase, count(*) FROM pitr GROUP BY 1 ORDER BY 1').split() == ['1|50', '2|30', '4|10']
     assert psql(PRIMARY, 'SELECT state FROM pg_stat_replication', db='postgres') == 'streaming'
+    # restore.yml rebuilt the replica (pg_replica_rebuild=true): its old data directory is gone
+    assert not sh(REPLICA, 'ls %s/greenflow-test-marker 2>/dev/null || true' % REPLICA_DATA)
+
+
+def test_a_rerun_of_the_postgresql_role_keeps_the_replica_data(lab):
+    sh(REPLICA, 'touch %s/greenflow-test-marker' % REPLICA_DATA)
+    proc = play('playbooks/postgresql.yml')
+    recap = re.search(r'^pg-replica-1\s+: ok=\d+\s+changed=(\d+)', proc.stdout, re.M)
+    assert recap and recap.group(1) == '0', proc.stdout[-3000:]
+    assert sh(REPLICA, 'ls %s/greenflow-test-marker' % REPLICA_DATA)
+    assert psql(PRIMARY, 'SELECT state FROM pg_stat_replication', db='postgres') == 'streaming'
+    sh(REPLICA, 'rm -f %s/greenflow-test-marker' % REPLICA_DATA)
 
 
 def test_verification_catches_damage_and_restore_test_passes(lab):
