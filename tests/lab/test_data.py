@@ -8,8 +8,9 @@ failover, against real PostgreSQL in the lab containers.
 The module fixture brings up a prefixed lab (GREENFLOW_DATA_LAB_PREFIX, default `ci-data-`; its own
 containers and network), provisions PostgreSQL and backups, and removes that lab at the end (also on
 failure; GREENFLOW_DATA_KEEP_LAB=1 keeps it for a look). The tests run in file order and build on each
-other (one lab, one story): PITR by time, then by LSN (the replica rebuilt; a role re-run keeps it) -> verification and retention -> synchronous failover + pg_rewind ->
-asynchronous failover with the lag measured.
+other (one lab, one story): PITR by time, then by LSN (the replica re-cloned; a re-run of the role
+keeps it) -> verification and retention -> synchronous failover + pg_rewind -> asynchronous failover
+with the lag measured.
 """
 import json
 import os
