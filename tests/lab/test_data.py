@@ -64,6 +64,11 @@ def psql(container, sql, db='app'):
     return sh(container, 'runuser -u postgres -- psql -X -qtA -v ON_ERROR_STOP=1 -d %s -c "%s"' % (db, sql))
 
 
+def lsn(text):
+    high, low = text.split('/')
+    return int(high, 16) << 32 | int(low, 16)
+
+
 def store_listing():
     return json.loads(sh(REPLICA, 'runuser -u postgres -- greenflow-pg-backup list'))
 
@@ -127,15 +132,19 @@ def test_point_in_time_restore_has_exactly_the_rows_before_the_target(lab):
 
 
 def test_restore_to_an_lsn_starts_from_a_backup_taken_before_it(lab):
-    # restore.yml ended with a fresh backup (A). Rows of phase 4, the target LSN, a backup (B) that
-    # ends after the target, rows of phase 5: the restore must start from A, since B cannot go back.
+    # restore.yml ended with a fresh backup (A). Rows of phase 4, the target LSN, rows of phase 5 (the
+    # replica replays past the target), a backup (B, taken on the replica) that is consistent only
+    # after the target, rows of phase 6: the restore must start from A, since B cannot go back.
     psql(PRIMARY, 'INSERT INTO pitr(phase) SELECT 4 FROM generate_series(1, 10)')
     target = psql(PRIMARY, 'SELECT pg_current_wal_insert_lsn()')
-    play('playbooks/backup.yml')
     psql(PRIMARY, 'INSERT INTO pitr(phase) SELECT 5 FROM generate_series(1, 10)')
+    wait_archived(PRIMARY)
+    play('playbooks/backup.yml')
+    psql(PRIMARY, 'INSERT INTO pitr(phase) SELECT 6 FROM generate_series(1, 10)')
     wait_archived(PRIMARY)
     newest = [b for b in store_listing() if not b.get('partial')][-1]
     assert newest['verified'], newest
+    assert lsn(newest['stop_lsn']) > lsn(target), (newest, target)  # B really cannot serve
     sh(REPLICA, 'touch %s/greenflow-test-marker' % REPLICA_DATA)  # gone once the replica is re-cloned
     started = time.time()
     proc = play('playbooks/restore.yml', '-e', 'restore_confirm=main', '-e', 'restore_target_lsn=%s' % target)
