@@ -21,6 +21,8 @@ import time
 
 import pytest
 
+from ansible_collections.greenflow.platform.plugins.module_utils._pg_backup import parse_lsn
+
 pytestmark = [pytest.mark.lab]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -62,11 +64,6 @@ def sh(container, command, check=True):
 
 def psql(container, sql, db='app'):
     return sh(container, 'runuser -u postgres -- psql -X -qtA -v ON_ERROR_STOP=1 -d %s -c "%s"' % (db, sql))
-
-
-def lsn(text):
-    high, low = text.split('/')
-    return int(high, 16) << 32 | int(low, 16)
 
 
 def store_listing():
@@ -144,7 +141,7 @@ def test_restore_to_an_lsn_starts_from_a_backup_taken_before_it(lab):
     wait_archived(PRIMARY)
     newest = [b for b in store_listing() if not b.get('partial')][-1]
     assert newest['verified'], newest
-    assert lsn(newest['stop_lsn']) > lsn(target), (newest, target)  # B really cannot serve
+    assert parse_lsn(newest['stop_lsn']) > parse_lsn(target), (newest, target)  # B really cannot serve
     sh(REPLICA, 'touch %s/greenflow-test-marker' % REPLICA_DATA)  # gone once the replica is re-cloned
     started = time.time()
     proc = play('playbooks/restore.yml', '-e', 'restore_confirm=main', '-e', 'restore_target_lsn=%s' % target)
