@@ -18,11 +18,11 @@ LAB_INVENTORY := inventories/lab
 DEBIAN_PACKAGES := docker.io debootstrap nginx-light postgresql python3-venv rsync curl openssl
 
 .PHONY: help demo test venv debian-packages docker lab-up lab-down lab-status \
-        test-unit test-integration test-lab test-data test-release lint molecule clean
+        test-unit test-integration test-lab test-data test-release test-shared-lab lint molecule clean
 
 help:
 	@echo "make demo        bring the local lab up and run the platform on it"
-	@echo "make test        unit + integration tests, lint, molecule scenario on the lab, releases under load"
+	@echo "make test        unit + integration tests, lint, then on one lab: molecule, releases under load, data"
 	@echo "make lab-up | lab-down | lab-status"
 
 $(VENV)/.installed: requirements.txt
@@ -80,13 +80,21 @@ test-release: venv docker
 molecule: venv docker
 	molecule test --all
 
-test: venv debian-packages
-	$(MAKE) test-unit
-	$(MAKE) lint
-	$(MAKE) test-integration
-	$(MAKE) test-lab
-	$(MAKE) molecule
-	$(MAKE) test-release
+# molecule, then the release and data scenarios side by side, on one shared lab (prefix ci-shared-):
+# the lab is provisioned once instead of three times (scripts/test-shared-lab.sh).
+test-shared-lab: venv docker
+	scripts/test-shared-lab.sh
+
+# The integration tests (mostly waiting, on real nginx on 127.0.0.1) run beside the shared lab, which
+# meanwhile mostly waits on package installs inside the lab hosts; lines are prefixed with
+# [integration] and [shared-lab] (scripts/side-by-side.sh).
+# Before that, unit tests and lint run beside the lab's own life cycle (which needs no other lab or
+# test container to come or go while it runs, so it does not overlap the two after it).
+test: venv docker
+	scripts/side-by-side.sh unit-lint "$(MAKE) --no-print-directory test-unit lint" \
+	  lab-lifecycle "$(MAKE) --no-print-directory test-lab"
+	scripts/side-by-side.sh integration "$(MAKE) --no-print-directory test-integration" \
+	  shared-lab "$(MAKE) --no-print-directory test-shared-lab"
 
 clean: lab-down
 	rm -rf $(VENV) .pytest_cache

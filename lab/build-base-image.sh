@@ -14,7 +14,9 @@ ROOTFS_IMAGE="${LAB_ROOTFS_IMAGE:-greenflow-lab/rootfs:bookworm}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 PACKAGES="systemd,systemd-sysv,dbus,python3,python3-apt,iproute2,procps,ca-certificates,gnupg,curl,less"
 
-if docker image inspect "$IMAGE" >/dev/null 2>&1; then
+# the image is rebuilt when its Dockerfile changed (the revision is a label on the image)
+REVISION=$(sha256sum "$HERE/images/host/Dockerfile" | cut -c1-16)
+if [ "$(docker image inspect --format '{{ index .Config.Labels "greenflow.lab.image-revision" }}' "$IMAGE" 2>/dev/null)" = "$REVISION" ]; then
   echo "unchanged: $IMAGE"
   exit 0
 fi
@@ -71,7 +73,7 @@ else
   NEED_PACKAGES=0
 fi
 
-docker build -q -t "$IMAGE" \
+docker build -q -t "$IMAGE" --label "greenflow.lab.image-revision=$REVISION" \
   --build-arg ROOTFS="$ROOTFS_IMAGE" \
   --build-arg NEED_PACKAGES="$NEED_PACKAGES" \
   --build-arg PACKAGES="${PACKAGES//,/ }" \

@@ -8,6 +8,9 @@
 Each lab has its own container names (the prefix), network and loopback ports, so it never touches
 the default lab or another engineer's. GREENFLOW_KEEP_LAB=1 keeps the labs after the run (for
 debugging; remove them with `GREENFLOW_LAB_PREFIX=<prefix> ansible-playbook lab/lab-down.yml`).
+
+GREENFLOW_LAB_REUSE=1 runs the tests on a lab that is already up and provisioned instead (see
+shared_lab.py).
 """
 import os
 import subprocess
@@ -16,13 +19,16 @@ import time
 
 import pytest
 
+from shared_lab import assert_lab_running, lab_address
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
 
 
 class PrefixedLab:
-    def __init__(self, prefix, http_port, https_port):
+    def __init__(self, prefix, http_port, https_port, reused=False):
         self.prefix = prefix
+        self.reused = reused
         self.http_port = int(http_port)
         self.https_port = int(https_port)
         self.env = dict(
@@ -73,11 +79,14 @@ class PrefixedLab:
         return proc.stdout
 
     def up(self):
-        self.playbook("lab/lab-up.yml")
+        if self.reused:
+            assert_lab_running(self.prefix)
+        else:
+            self.playbook("lab/lab-up.yml")
         return self
 
     def down(self):
-        if os.environ.get("GREENFLOW_KEEP_LAB") == "1":
+        if self.reused or os.environ.get("GREENFLOW_KEEP_LAB") == "1":
             return
         self.playbook("lab/lab-down.yml", check=False)
 
@@ -85,12 +94,13 @@ class PrefixedLab:
 @pytest.fixture(scope="session")
 def prefixed_lab(request):
     """Factory: prefixed_lab(prefix, (http_port, https_port)) brings that lab up once per session
-    and tears it down at the end of the session (even when tests fail)."""
+    and tears it down at the end of the session (even when tests fail); with GREENFLOW_LAB_REUSE=1
+    it hands out the provisioned lab of the environment instead (lab.reused is then True)."""
     labs = {}
 
     def make(prefix, ports):
         if prefix not in labs:
-            lab = PrefixedLab(prefix, *ports)
+            lab = PrefixedLab(*lab_address(prefix, ports))
             request.addfinalizer(lab.down)
             labs[prefix] = lab
             try:

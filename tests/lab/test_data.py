@@ -7,7 +7,8 @@ failover, against real PostgreSQL in the lab containers.
 
 The module fixture brings up a prefixed lab (GREENFLOW_DATA_LAB_PREFIX, default `ci-data-`; its own
 containers and network), provisions PostgreSQL and backups, and removes that lab at the end (also on
-failure; GREENFLOW_DATA_KEEP_LAB=1 keeps it for a look). The tests run in file order and build on each
+failure; GREENFLOW_DATA_KEEP_LAB=1 keeps it for a look). With GREENFLOW_LAB_REUSE=1 it runs on an
+already provisioned lab instead (tests/lab/shared_lab.py). The tests run in file order and build on each
 other (one lab, one story): PITR by time, then by LSN (the replica re-cloned; a re-run of the role
 keeps it) -> verification and retention -> synchronous failover + pg_rewind -> asynchronous failover
 with the lag measured.
@@ -22,15 +23,18 @@ import time
 import pytest
 
 from ansible_collections.greenflow.platform.plugins.module_utils._pg_backup import parse_lsn
+from shared_lab import assert_lab_running, lab_address
 
 pytestmark = [pytest.mark.lab]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PREFIX = os.environ.get('GREENFLOW_DATA_LAB_PREFIX', 'ci-data-')
+PREFIX, HTTP_PORT, HTTPS_PORT, REUSED_LAB = lab_address(
+    os.environ.get('GREENFLOW_DATA_LAB_PREFIX', 'ci-data-'),
+    (os.environ.get('GREENFLOW_DATA_LAB_HTTP_PORT', '48180'), os.environ.get('GREENFLOW_DATA_LAB_HTTPS_PORT', '48543')))
 ENV = dict(os.environ,
            GREENFLOW_LAB_PREFIX=PREFIX,
-           GREENFLOW_LAB_HTTP_PORT=os.environ.get('GREENFLOW_DATA_LAB_HTTP_PORT', '48180'),
-           GREENFLOW_LAB_HTTPS_PORT=os.environ.get('GREENFLOW_DATA_LAB_HTTPS_PORT', '48543'),
+           GREENFLOW_LAB_HTTP_PORT=str(HTTP_PORT),
+           GREENFLOW_LAB_HTTPS_PORT=str(HTTPS_PORT),
            ANSIBLE_CONFIG=os.path.join(REPO, 'ansible.cfg'),
            ANSIBLE_FORCE_COLOR='0',
            PATH=os.path.join(REPO, '.venv', 'bin') + os.pathsep + os.environ.get('PATH', ''))
@@ -89,14 +93,17 @@ def lab(request):
         pytest.skip('no docker here')
     started = time.time()
     try:
-        play('lab/lab-up.yml')
-        play('playbooks/postgresql.yml')
-        play('playbooks/pg_backup.yml')
-        FIGURES['provision_s'] = round(time.time() - started)
+        if REUSED_LAB:  # up and provisioned by site.yml already (GREENFLOW_LAB_REUSE=1)
+            assert_lab_running(PREFIX)
+        else:
+            play('lab/lab-up.yml')
+            play('playbooks/postgresql.yml')
+            play('playbooks/pg_backup.yml')
+            FIGURES['provision_s'] = round(time.time() - started)
         yield
     finally:
         print('figures: %s' % json.dumps(FIGURES, sort_keys=True))
-        if os.environ.get('GREENFLOW_DATA_KEEP_LAB') != '1':
+        if not REUSED_LAB and os.environ.get('GREENFLOW_DATA_KEEP_LAB') != '1':
             play('lab/lab-down.yml', check=False)
 
 

@@ -7,6 +7,7 @@ The session brings up its own lab (prefix ci-rel-, loopback ports 45281 / 45644)
 and the load balancer, loads the demo images, and removes the lab at the end. The load generator
 (tests/lab/loadgen.py) sends 250 requests/s to https://127.0.0.1:45644/version during each release;
 every load is bounded in requests and seconds. Figures are printed (-s), never asserted on time.
+With GREENFLOW_LAB_REUSE=1 it runs on an already provisioned lab instead (see conftest.py).
 """
 import json
 import os
@@ -64,11 +65,14 @@ class Webhook:
 def release_lab(prefixed_lab):
     lab = prefixed_lab(PREFIX, PORTS)
     started = time.monotonic()
-    # the load balancer does not need the swarm provisioned (only its hosts' addresses): side by side
-    lb = lab.playbook_background("playbooks/lb.yml")
-    lab.playbook("playbooks/swarm.yml")
-    lab.playbook("lab/load-images.yml")
-    lab.wait_background(lb)
+    if lab.reused:  # provisioned by site.yml already (GREENFLOW_LAB_REUSE=1)
+        lab.playbook("lab/load-images.yml")
+    else:
+        # the load balancer does not need the swarm provisioned (only its hosts' addresses): side by side
+        lb = lab.playbook_background("playbooks/lb.yml")
+        lab.playbook("playbooks/swarm.yml")
+        lab.playbook("lab/load-images.yml")
+        lab.wait_background(lb)
     lab.webhook = Webhook()
     lab.hook = ["-e", "release_webhook_url=%s" % lab.webhook.url]
     first = lab.playbook("playbooks/deploy.yml", "-e", "release_version=1", *lab.hook)
