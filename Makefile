@@ -17,7 +17,7 @@ LAB_INVENTORY := inventories/lab
 # tests (they run real servers on 127.0.0.1).
 DEBIAN_PACKAGES := docker.io debootstrap nginx-light postgresql python3-venv rsync curl openssl
 
-.PHONY: help demo test venv debian-packages docker lab-up lab-down lab-status \
+.PHONY: help demo test venv debian-packages docker lab-up lab-down lab-status lab-image \
         test-unit test-integration test-lab test-data test-release test-shared-lab lint molecule clean
 
 help:
@@ -41,6 +41,10 @@ docker: debian-packages
 
 lab-up: venv docker
 	ansible-playbook -i $(LAB_INVENTORY) lab/lab-up.yml
+
+# The lab hosts' base image alone (lab-up builds it too when it is missing; later runs reuse it).
+lab-image: docker
+	lab/build-base-image.sh
 
 lab-down: venv
 	ansible-playbook -i $(LAB_INVENTORY) lab/lab-down.yml
@@ -89,8 +93,11 @@ test-shared-lab: venv docker
 # meanwhile mostly waits on package installs inside the lab hosts; lines are prefixed with
 # [integration] and [shared-lab] (scripts/side-by-side.sh).
 # Before that, unit tests and lint run beside the lab's own life cycle (which needs no other lab or
-# test container to come or go while it runs, so it does not overlap the two after it).
-test: venv docker
+# test container to come or go while it runs, so it does not overlap the two after it); and first of
+# all the venv is installed while the Debian packages, the Docker engine and the lab image are set up.
+test:
+	scripts/side-by-side.sh venv "$(MAKE) --no-print-directory venv" \
+	  lab-image "$(MAKE) --no-print-directory lab-image"
 	scripts/side-by-side.sh unit-lint "$(MAKE) --no-print-directory test-unit lint" \
 	  lab-lifecycle "$(MAKE) --no-print-directory test-lab"
 	scripts/side-by-side.sh integration "$(MAKE) --no-print-directory test-integration" \
