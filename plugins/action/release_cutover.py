@@ -14,6 +14,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -70,6 +71,10 @@ ARGUMENT_SPEC = dict(
     lock_timeout=dict(type="int"),
     reload_timeout=dict(type="int"),
 )
+
+
+class ControllerGone(Exception):
+    """The ansible-playbook process that started this cutover no longer exists."""
 
 
 def _now_iso(epoch=None):
@@ -173,6 +178,9 @@ class ActionModule(ActionBase):
     _requires_connection = True
 
     def run(self, tmp=None, task_vars=None):
+        # ansible-playbook's workers run in sessions of their own: when the controller is killed
+        # (SIGKILL, no clean-up), this worker goes on. It must not move traffic on its own then.
+        self._controller_pid = os.getppid()
         self._supports_check_mode = True
         self._supports_async = False
         result = super(ActionModule, self).run(tmp, task_vars)
@@ -210,6 +218,10 @@ class ActionModule(ActionBase):
         res = self._execute_module(module_name=module, module_args=module_args,
                                    task_vars=self._task_vars)
         return res
+
+    def _check_controller(self):
+        if os.getppid() != self._controller_pid:
+            raise ControllerGone()
 
     def _shares(self, to_pct):
         return {self._args["to_color"]: to_pct, self._args["from_color"]: 100 - to_pct}
@@ -313,6 +325,12 @@ class ActionModule(ActionBase):
             try:
                 verdict = self._run_step(step, attribution, thresholds)
                 position = step.get("end_position") or position
+            except ControllerGone:
+                # nobody is left to report to: stop where traffic is, change nothing more (the
+                # release record says in_progress; rollback.yml -e release_force=true resolves it)
+                out.update(failed=True, msg="release_cutover %s: the controller is gone; stopped at "
+                           "step %d without moving more traffic" % (a["app"], index))
+                return out
             except Exception as exc:  # anything unexpected once traffic may have moved: go back
                 step.update(verdict="error", reasons=[str(exc)], ended=_now_iso())
                 self._show(step)
@@ -337,6 +355,7 @@ class ActionModule(ActionBase):
                 raise AnsibleActionFail("cannot read the access log %s: %s"
                                         % (a["log_path"], mark.get("msg")))
             step["position"] = mark.get("position")
+        self._check_controller()
         set_res = self._run(UPSTREAM_MODULE, self._nginx_args(step["shares"]))
         t0 = time.monotonic()
         step["started_epoch"] = round(time.time(), 3)
@@ -363,6 +382,7 @@ class ActionModule(ActionBase):
         step["polls"] = polls
         waiting_shown = False
         while True:
+            self._check_controller()
             poll_start = time.monotonic()
             # the probes run while the log is read on the load balancer
             probes = self._probe_pool.submit(probe_health, a["health_urls"],

@@ -21,6 +21,9 @@ description:
     O(step_seconds) and watches the step's window of the load balancer's JSON access log with
     M(greenflow.platform.traffic_window) every O(poll_seconds), and probes O(health_urls) of the
     new colour from the controller at every poll.
+  - If the ansible-playbook process that runs the cutover is killed (its workers outlive a
+    SIGKILL), the cutover stops at its next poll and moves no more traffic; the release record
+    stays C(in_progress) until C(rollback.yml -e release_force=true).
   - B(Abort) - at any poll, when the new colour's error rate is >= O(abort_error_rate) or its
     p95 >= O(abort_p95_ms) (each resting on at least O(abort_min_failures) bad requests, so one
     unlucky request never aborts), when a health probe fails, or when the log cannot be read, all

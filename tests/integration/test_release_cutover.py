@@ -4,6 +4,7 @@ bounded load. Traffic goes to 127.0.0.1 only; every load is bounded in count and
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -304,3 +305,35 @@ def test_slow_new_pool_aborts_on_p95_pools_read_from_nginx(nginx_lab, tmp_path):
     breach = [b for b in result["breaches"] if b["metric"] == "p95_ms"][0]
     assert breach["value"] >= 1000 and breach["slow_requests"] >= 5
     assert current_shares(lab) == {"blue": 100, "green": 0}
+
+
+def test_killed_controller_moves_no_more_traffic(nginx_lab, tmp_path):
+    """ansible-playbook's workers run in sessions of their own: a SIGKILL of the controller's process
+    group leaves the worker running the cutover. It must stop at its next poll, where traffic is."""
+    lab = nginx_lab
+    load = nginx_fixture.Load(lab.url, threads=2, max_requests=20000, max_seconds=60,
+                              pause=0.01).start()
+    args = base_args(lab, steps=[10, 50, 100], step_seconds=3, poll_seconds=1, min_requests=5,
+                     max_wait_seconds=0)
+    play = [{"name": "cutover to kill", "hosts": "localhost", "gather_facts": False,
+             "tasks": [{"name": "Cutover", "greenflow.platform.release_cutover": args}]}]
+    playbook = str(tmp_path / "killed.yml")
+    with open(playbook, "w") as fh:
+        json.dump(play, fh)
+    cmd = [os.path.join(nginx_fixture.VENV_BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
+           "-e", "ansible_python_interpreter=%s" % sys.executable, playbook]
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=os.path.join(REPO_ROOT, "ansible.cfg"))
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert wait_until(lambda: current_shares(lab).get("green") == 10, timeout=60), \
+            "the cutover never reached its first step"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        # three step lengths: a worker that went on would be at 100 % by now
+        time.sleep(9)
+        assert current_shares(lab) == {"blue": 90, "green": 10}
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        load.stop()
