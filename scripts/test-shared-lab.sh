@@ -22,6 +22,9 @@ export GREENFLOW_LAB_HTTPS_PORT="${GREENFLOW_SHARED_LAB_HTTPS_PORT:-46443}"
 
 elapsed() { echo "--- [shared lab] $1 in $(( $(date +%s) - $2 )) s"; }
 
+# molecule's destroy step is this same playbook, behind a quarter of a minute of molecule's start-up
+lab_down() { ansible-playbook -i inventories/lab lab/lab-down.yml >/dev/null 2>&1 || true; }
+
 destroy() {
   rc=$?
   trap - EXIT INT TERM
@@ -29,17 +32,14 @@ destroy() {
   if [ "${GREENFLOW_KEEP_LAB:-}" = 1 ]; then
     echo "--- [shared lab] kept (GREENFLOW_KEEP_LAB=1): GREENFLOW_LAB_PREFIX=$GREENFLOW_LAB_PREFIX make lab-down removes it"
   else
-    # molecule's destroy is this same playbook, after a quarter of a minute of molecule's own start-up
-    ansible-playbook -i inventories/lab lab/lab-down.yml >/dev/null 2>&1 || molecule destroy >/dev/null 2>&1 || true
+    lab_down
     elapsed "destroyed" "$started"
   fi
   exit "$rc"
 }
 
 # what an interrupted earlier run may have left
-if [ -n "$(docker ps -aq --filter "label=greenflow.lab=${GREENFLOW_LAB_PREFIX}greenflow-lab")" ]; then
-  molecule destroy >/dev/null 2>&1 || true
-fi
+lab_down
 trap destroy EXIT INT TERM
 
 started=$(date +%s)

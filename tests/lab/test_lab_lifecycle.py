@@ -12,13 +12,14 @@ import sys
 
 import pytest
 
+from shared_lab import LAB_HOSTS
+
 pytestmark = pytest.mark.lab
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
 PREFIX = "ci-lifecycle-"
 LABEL = "greenflow.lab=%sgreenflow-lab" % PREFIX
-HOSTS = ["lb-1", "pg-primary-1", "pg-replica-1", "swarm-manager-1", "swarm-worker-1", "swarm-worker-2"]
 ENV = dict(os.environ, GREENFLOW_LAB_PREFIX=PREFIX, GREENFLOW_LAB_HTTP_PORT="48080",
            GREENFLOW_LAB_HTTPS_PORT="48443", ANSIBLE_CONFIG=os.path.join(REPO_ROOT, "ansible.cfg"),
            ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
@@ -56,13 +57,13 @@ def test_lab_up_creates_six_systemd_hosts_with_loopback_ports(lab):
     first, _ = lab
     assert first["localhost"] > 0
     names = sorted(_docker("ps", "--filter", "label=" + LABEL, "--format", "{{.Names}}"))
-    assert names == sorted(PREFIX + host for host in HOSTS)
+    assert names == sorted(PREFIX + host for host in LAB_HOSTS)
     inspect = json.loads(subprocess.run(["docker", "inspect", PREFIX + "lb-1"], capture_output=True, text=True,
                                         check=True).stdout)[0]
     bindings = [b for port in inspect["HostConfig"]["PortBindings"].values() for b in port]
     assert sorted(b["HostPort"] for b in bindings) == ["48080", "48443"]
     assert {b["HostIp"] for b in bindings} == {"127.0.0.1"}
-    for host in HOSTS:
+    for host in LAB_HOSTS:
         state = subprocess.run(["docker", "exec", PREFIX + host, "systemctl", "is-system-running"],
                                capture_output=True, text=True).stdout.strip()
         assert state in ("running", "degraded"), (host, state)
@@ -70,14 +71,14 @@ def test_lab_up_creates_six_systemd_hosts_with_loopback_ports(lab):
 
 def test_second_lab_up_changes_nothing(lab):
     again = _playbook("lab/lab-up.yml")
-    assert set(again) == set(HOSTS) | {"localhost"}
+    assert set(again) == set(LAB_HOSTS) | {"localhost"}
     assert all(changed == 0 for changed in again.values()), again
 
 
 def test_lab_status_lists_every_host(lab):
     out = subprocess.run([os.path.join(REPO_ROOT, "lab", "lab-status.sh")], env=ENV, capture_output=True,
                          text=True, check=True).stdout
-    for host in HOSTS:
+    for host in LAB_HOSTS:
         assert re.search(r"^%s\s+running\s+(running|degraded)" % re.escape(PREFIX + host), out, re.M), out
 
 
