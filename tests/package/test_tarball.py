@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from pkgtools import REPO_ROOT
 
 # Top-level entries a user's copy of the collection consists of (galaxy.yml build_ignore leaves out the
 # rest). A new top-level folder fails the test below until it is either shipped here or ignored there.
