@@ -47,7 +47,7 @@ description:
     O(fail_timeout) also keep their values from the file when omitted."
   - The same input twice gives C(changed=false) and no reload.
 author:
-  - greenflow platform engineers
+  - greenflow platform engineers (@greenflow)
 options:
   app:
     description:
@@ -138,6 +138,9 @@ notes:
   - Check mode computes the new file, the diff and the result, and touches nothing (it does not
     take the lock either, nor run C(nginx -t)).
   - Run it on the load balancer host, as a user that can write O(conf_path) and signal nginx.
+extends_documentation_fragment:
+  - greenflow.platform.attributes
+  - greenflow.platform.attributes.idempotent
 attributes:
   check_mode:
     support: full

@@ -46,7 +46,7 @@ description:
   - This is an action plugin; it runs on the controller and its task targets the load balancer
     host, where the two modules run.
 author:
-  - greenflow platform engineers
+  - greenflow platform engineers (@greenflow)
 options:
   app:
     description: The app, as in M(greenflow.platform.nginx_upstream).
@@ -188,6 +188,9 @@ notes:
   - The task's duration is bounded - at most about len(steps) x (O(step_seconds) +
     O(max_wait_seconds)) plus the time of the module runs.
   - C(requests) must be installed on the controller for O(health_urls).
+extends_documentation_fragment:
+  - greenflow.platform.attributes
+  - greenflow.platform.attributes.action
 attributes:
   action:
     support: full
@@ -197,8 +200,6 @@ attributes:
     support: full
   diff_mode:
     support: none
-  platform:
-    platforms: posix
 seealso:
   - module: greenflow.platform.nginx_upstream
   - module: greenflow.platform.traffic_window

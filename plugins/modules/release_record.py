@@ -20,7 +20,7 @@ description:
     O(stale_after) exists.
   - Writes atomically under a file lock; a record it cannot parse is never overwritten.
 author:
-  - greenflow platform engineers
+  - greenflow platform engineers (@greenflow)
 options:
   app:
     description: Name of the app (letters, digits, C(_) and C(-)).
@@ -99,6 +99,8 @@ options:
     description: How many of the newest entries to return in RV(history) and RV(history_table).
     type: int
     default: 10
+extends_documentation_fragment:
+  - greenflow.platform.attributes
 attributes:
   check_mode:
     support: full

@@ -21,7 +21,7 @@ description:
     published in host mode - the servers a load balancer should target.
   - Reads only; it never changes the service.
 author:
-  - greenflow platform engineers
+  - greenflow platform engineers (@greenflow)
 requirements:
   - Docker SDK for Python on the manager (Debian package C(python3-docker))
 options:
@@ -52,6 +52,8 @@ options:
     description: The Docker API to talk to.
     type: str
     default: unix:///var/run/docker.sock
+extends_documentation_fragment:
+  - greenflow.platform.attributes
 attributes:
   check_mode:
     support: full

@@ -31,7 +31,7 @@ description:
   - Malformed lines (not one JSON object, C(msec) or C(status) missing) are counted, never fatal.
   - Reads one million lines in a few seconds (see C(bench/bench_traffic_window.py)).
 author:
-  - greenflow platform engineers
+  - greenflow platform engineers (@greenflow)
 options:
   log_path:
     description: The JSON access log on the managed host.
@@ -85,9 +85,12 @@ options:
   rotated_suffix:
     description: Suffix of the rotated log (logrotate's default C(.1)).
     type: str
-    default: .1
+    default: ".1"  # quoted: bare .1 is the number 0.1 in YAML
 notes:
   - Read only; never changes anything. Check mode runs it as usual.
+extends_documentation_fragment:
+  - greenflow.platform.attributes
+  - greenflow.platform.attributes.idempotent
 attributes:
   check_mode:
     support: full
