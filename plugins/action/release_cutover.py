@@ -472,9 +472,8 @@ class ActionModule(ActionBase):
         out["changed"] = True
         out["failed_step"] = step.get("step")
         out["breaches"] = step.get("breaches") or []
-        thresholds = dict((k, self._gates[k]) for k in ("max_error_rate", "max_p95_ms",
-                                                         "abort_error_rate", "abort_p95_ms",
-                                                         "min_requests", "abort_min_failures"))
+        gate_names = ("max_error_rate", "max_p95_ms", "abort_error_rate", "abort_p95_ms", "min_requests", "abort_min_failures")
+        thresholds = dict((k, self._gates[k]) for k in gate_names)
         out["thresholds"] = thresholds
         head = ("release_cutover %s: step %d/%d (%s at %d%%) %s: %s. Numbers: %s requests, "
                 "error rate %s, p95 %s. Thresholds: pass error rate <= %s and p95 <= %s with >= %d "

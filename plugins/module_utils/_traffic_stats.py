@@ -112,7 +112,7 @@ class _Bucket:
 
     def summary(self, thresholds_ms=()):
         items = sorted(self.latency.items())
-        total = sum(c for _, c in items)
+        total = sum(self.latency.values())
         out = {
             "requests": self.requests,
             "errors_5xx": self.errors,
@@ -371,7 +371,7 @@ class TrafficStats:
                 rec, end = decode(raw)
                 if end != len(raw) and raw[end:].strip():
                     raise ValueError("trailing data after the JSON object")
-                if type(rec) is not dict:
+                if not isinstance(rec, dict):  # the decoder makes plain dicts only
                     raise ValueError("not a JSON object")
                 msec = float(rec["msec"])
                 if not -_INF < msec < _INF:
