@@ -20,7 +20,7 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOL = os.path.join(REPO, 'roles', 'pg_backup', 'files', 'greenflow-pg-backup')
+TOOL = os.path.join(REPO, 'roles', 'pg_backup', 'files', 'greenflow_pg_backup.py')
 PG_BIN = '/usr/lib/postgresql/15/bin'
 
 
