@@ -18,7 +18,7 @@ LAB_INVENTORY := inventories/lab
 DEBIAN_PACKAGES := docker.io debootstrap nginx-light postgresql python3-venv rsync curl openssl
 
 .PHONY: help demo test venv debian-packages docker lab-up lab-down lab-status lab-image \
-        test-unit test-integration test-lab test-data test-release test-shared-lab test-package lint molecule clean
+        test-unit test-integration test-lab test-data test-release test-shared-lab test-package lint sanity molecule clean
 
 help:
 	@echo "make demo        bring the local lab up and run the platform on it"
@@ -72,6 +72,12 @@ test-package: venv
 	@$(VENV)/bin/python -c 'import ansible_builder' 2>/dev/null || \
 	  $(VENV)/bin/pip install -q "$$(sed -n 's/^# *\(ansible-builder==[^ ]*\).*/\1/p' requirements.txt)"
 	pytest -q -s tests/package
+
+# ansible-test sanity on what the collection ships (the built tarball's files, unpacked under .cache/sanity);
+# its pinned per-test venvs are cached there too. shellcheck is for ansible-test's shellcheck test.
+sanity: venv
+	@scripts/ensure-debian-packages.sh shellcheck python3-venv
+	scripts/sanity.sh
 
 lint: venv
 	yamllint -s .
