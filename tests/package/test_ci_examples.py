@@ -2,7 +2,8 @@
 collection correctly.
 
 - Each file validates against its CI system's schema with check-jsonschema's bundled copies
-  (`--builtin-schema vendor.github-workflows` / `vendor.gitlab-ci`: no download, works offline).
+  (`--builtin-schema vendor.github-workflows` / `vendor.gitlab-ci`: no download, works offline);
+  GitLab's jobs once more with their hidden template merged in (the schema takes anything in `.x`).
 - Every `ansible-playbook` they run names a playbook the collection has, and passes only variables
   that playbook (its task files, the roles it includes) uses; deploy gets release_version.
 - Secrets and dispatch inputs reach the scripts through the environment only; deploy and rollback
@@ -155,6 +156,20 @@ def test_valid_against_the_ci_schema(path):
     proc = subprocess.run([tool("check-jsonschema"), "--builtin-schema", SCHEMAS[path], path],
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, f"check-jsonschema {SCHEMAS[path]}:\n{proc.stdout}{proc.stderr}"
+
+
+def test_gitlab_jobs_valid_with_their_template_merged(tmp_path):
+    """The schema accepts anything in a hidden job (`.greenflow`): validate deploy and rollback again
+    with the template's keys merged in, as GitLab runs them."""
+    doc = load(GITLAB)
+    resolved = {key: value for key, value in doc.items() if not key.startswith(".")}
+    for name, job in gitlab_jobs(doc).items():
+        resolved[name] = {key: value for key, value in job.items() if key != "extends"}
+    path = tmp_path / "gitlab-ci-resolved.yml"
+    path.write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
+    proc = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.gitlab-ci", str(path)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, f"check-jsonschema vendor.gitlab-ci (template merged):\n{proc.stdout}{proc.stderr}"
 
 
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=IDS)
