@@ -87,12 +87,29 @@ def test_ansible_doc_every_role(installed):
         assert "main" in entry_points and entry_points["main"]["short_description"], role
 
 
-def test_every_playbook_by_fqcn_passes_syntax_check(installed):
+def test_every_playbook_by_fqcn_passes_syntax_check(installed, tmp_path):
     # playbooks/*.yml are playbooks; playbooks/tasks/ holds task files they include
     playbooks = ["greenflow.platform." + p for p in names("playbooks/*.yml")]
-    proc = run(["ansible-playbook", "--syntax-check", "-i", "localhost,"] + playbooks,
+    # and the wrapper an AWX project holds (docs/awx.md): a playbook file importing ours by FQCN
+    wrapper = tmp_path / "deploy.yml"
+    wrapper.write_text("---\n- name: Release\n  ansible.builtin.import_playbook: greenflow.platform.deploy\n")
+    proc = run(["ansible-playbook", "--syntax-check", "-i", "localhost,"] + playbooks + [str(wrapper)],
                env=installed["env"], cwd=installed["work"])
-    assert proc.stdout.count("playbook: ") == len(playbooks), proc.stdout
+    assert proc.stdout.count("playbook: ") == len(playbooks) + 1, proc.stdout
+
+
+def test_install_from_a_git_checkout(installed, tmp_path):
+    """README's `ansible-galaxy collection install git+<url>`: the committed HEAD of this checkout."""
+    cols = tmp_path / "collections"
+    run(["ansible-galaxy", "collection", "install", "--offline", "--no-deps", "git+file://%s,HEAD" % REPO_ROOT,
+         "-p", str(cols)], env=isolated_env(str(tmp_path), str(cols)), cwd=str(tmp_path))
+    top = cols / "ansible_collections" / "greenflow" / "platform"
+    shipped = sorted(p.name for p in top.iterdir())
+    # the same build_ignore applies: collection content only
+    assert not set(shipped) & {"lab", "tests", "molecule", "bench", "scripts", "Makefile", "collections"}, shipped
+    assert not [p.name for p in top.iterdir() if p.name.startswith(".")]
+    assert {"roles", "plugins", "playbooks", "meta", "LICENSE"} <= set(shipped)
+    assert manifest_of_dir(str(top))["dependencies"] == installed["manifest"]["dependencies"]
 
 
 # The two places that need community.crypto, run for real on localhost inside a temp dir:
