@@ -15,7 +15,8 @@ export MOLECULE_GLOB := molecule/*/molecule.yml
 LAB_INVENTORY := inventories/lab
 # Control-node packages: the lab engine and image builder, nginx and PostgreSQL for the integration
 # tests (they run real servers on 127.0.0.1).
-DEBIAN_PACKAGES := docker.io debootstrap nginx-light postgresql python3-venv rsync curl openssl
+# shellcheck is for ansible-test's shellcheck sanity test.
+DEBIAN_PACKAGES := docker.io debootstrap nginx-light postgresql python3-venv rsync curl openssl shellcheck
 
 .PHONY: help demo test venv debian-packages docker lab-up lab-down lab-status lab-image \
         test-unit test-integration test-lab test-data test-release test-shared-lab test-package lint sanity molecule clean
@@ -66,17 +67,14 @@ test-integration: venv debian-packages
 
 # The collection as users get it: builds the tarball, checks its file list, installs it with only its
 # declared dependencies (offline, from the venv's ansible package) and runs ansible-doc, syntax checks and
-# its community.crypto tasks on it; the EE's build context (ansible-builder, pinned in a commented line of
-# requirements.txt so that `make venv` leaves it out). Prints each command's time.
+# its community.crypto tasks on it; the EE's build context (ansible-builder); the changelog and the CI
+# examples. Prints each command's time.
 test-package: venv
-	@$(VENV)/bin/python -c 'import ansible_builder' 2>/dev/null || \
-	  $(VENV)/bin/pip install -q "$$(sed -n 's/^# *\(ansible-builder==[^ ]*\).*/\1/p' requirements.txt)"
 	pytest -q -s tests/package
 
 # ansible-test sanity on what the collection ships (the built tarball's files, unpacked under .cache/sanity);
-# its pinned per-test venvs are cached there too. shellcheck is for ansible-test's shellcheck test.
-sanity: venv
-	@scripts/ensure-debian-packages.sh shellcheck python3-venv
+# its pinned per-test venvs are cached there too (scripts/sanity.sh).
+sanity: venv debian-packages
 	scripts/sanity.sh
 
 lint: venv
@@ -115,7 +113,7 @@ test:
 	  lab-image "$(MAKE) --no-print-directory lab-image"
 	scripts/side-by-side.sh unit-lint "$(MAKE) --no-print-directory test-unit lint" \
 	  lab-lifecycle "$(MAKE) --no-print-directory test-lab"
-	scripts/side-by-side.sh integration "$(MAKE) --no-print-directory test-integration" \
+	scripts/side-by-side.sh integration "$(MAKE) --no-print-directory -k test-integration sanity test-package" \
 	  shared-lab "$(MAKE) --no-print-directory test-shared-lab"
 
 clean: lab-down
