@@ -51,8 +51,12 @@ author:
 options:
   app:
     description:
-      - Name of the app; 1-48 lowercase letters, digits and underscores, starting with a letter.
-      - Used in the names C(<app>_blue), C(<app>_green) and C($<app>_backend).
+      - Name of the app; 1-48 lowercase letters, digits, C(-) and C(_), starting with a letter (the rule
+        of the whole collection).
+      - Used in the names C(<app>_blue), C(<app>_green) and C($<app>_backend), and in the default
+        O(conf_path), with C(-) written as C(_) (nginx variable names cannot take C(-)), so C(my-shop)
+        gets C($my_shop_backend). Two apps whose names differ only there (C(my-shop), C(my_shop)) would
+        share these names; the second one is refused (the file names the app that owns it).
     type: str
     required: true
   pools:
@@ -292,6 +296,7 @@ from ansible_collections.greenflow.platform.plugins.module_utils._nginx_upstream
     COLOURS,
     UpstreamError,
     backend_variable,
+    check_owner,
     compiled_defaults,
     default_conf_path,
     main_directives,
@@ -504,6 +509,7 @@ def main():
         try:
             snap = read_snapshot(conf_path)
             current = parse_state(snap.text())
+            check_owner(current, app)
         except (AtomicFileError, UpstreamError) as exc:
             module.fail_json(msg="%s: %s" % (conf_path, exc), **result)
         empty = dict((c, []) for c in COLOURS)

@@ -16,12 +16,13 @@ POOLS = {"blue": ["10.0.0.1:8081", "10.0.0.2:8081"], "green": ["10.0.0.1:8082"]}
 # ----------------------------------------------------------------- app names
 
 
-@pytest.mark.parametrize("app", ["demo", "a", "shop_api2", "x" * 48])
+@pytest.mark.parametrize("app", ["demo", "a", "shop_api2", "x" * 48, "de-mo", "my-shop"])
 def test_app_ok(app):
     assert nu.validate_app(app) == app
 
 
-@pytest.mark.parametrize("app", ["", "Demo", "1app", "de-mo", "de mo", "demo;", "x" * 49, None, 5, "_x"])
+@pytest.mark.parametrize("app", ["", "Demo", "1app", "de mo", "demo;", "x" * 49, None, 5, "_x", "-x",
+                                 "demo\n"])
 def test_app_bad(app):
     with pytest.raises(nu.UpstreamError, match="not a valid name"):
         nu.validate_app(app)
@@ -233,6 +234,25 @@ def test_names():
     assert nu.proxy_pass_target("demo") == "http://$demo_backend"
     assert nu.backend_variable("demo") == "$demo_backend"
     assert nu.default_conf_path("demo") == "/etc/nginx/conf.d/greenflow-upstream-demo.conf"
+
+
+def test_names_of_an_app_with_a_hyphen_are_nginx_identifiers():
+    assert nu.upstream_name("my-shop", "green") == "my_shop_green"
+    assert nu.proxy_pass_target("my-shop") == "http://$my_shop_backend"
+    assert nu.default_conf_path("my-shop") == "/etc/nginx/conf.d/greenflow-upstream-my_shop.conf"
+    text = nu.render("my-shop", nu.normalize_pools(POOLS), nu.normalize_shares({"blue": 100}))
+    assert "upstream my_shop_blue {" in text and "$my_shop_backend" in text
+    assert nu.parse_state(text)["app"] == "my-shop"
+
+
+def test_two_apps_with_the_same_nginx_names_are_refused_clearly():
+    current = {"app": "my_shop", "pools": {}, "shares": {"blue": 100}}
+    with pytest.raises(nu.UpstreamError, match="both become 'my_shop' in nginx names"):
+        nu.resolve_desired("my-shop", None, {"blue": 100}, None, None, None, current)
+    with pytest.raises(nu.UpstreamError, match="both become"):
+        nu.check_owner(current, "my-shop")
+    nu.check_owner(current, "my_shop")
+    nu.check_owner(None, "my-shop")
 
 
 def test_main_directives_and_compiled_defaults():
