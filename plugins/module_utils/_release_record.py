@@ -23,10 +23,12 @@ __metaclass__ = type
 
 import json
 
+from ansible_collections.greenflow.platform.plugins.module_utils import _release_model as model
+
 SCHEMA = 1
 ACTIONS = ("deploy", "rollback")
 OUTCOMES = ("in_progress", "succeeded", "failed")
-COLORS = ("blue", "green")
+COLORS = model.COLOURS
 REASON_WIDTH = 100
 
 
@@ -101,6 +103,17 @@ def in_progress(record, now, stale_after):
     return None
 
 
+def open_entry(record):
+    """The newest entry still in progress, however old (rollback.yml's view: any open entry counts)."""
+    return in_progress(record, now=0, stale_after=float("inf"))
+
+
+def plan(record, nginx_shares, now, stale_after):
+    """The release model's plan (model.reconcile) for this record and nginx's split."""
+    return model.reconcile(live_release(record), rollback_target(record), open_entry(record), nginx_shares,
+                           now, stale_after)
+
+
 def begin(record, action, fields, now, stale_after, force=False):
     """Append a new in-progress entry and return it. Refuses while another one is in progress."""
     if action not in ACTIONS:
@@ -108,6 +121,10 @@ def begin(record, action, fields, now, stale_after, force=False):
     color = fields.get("color")
     if color not in COLORS:
         raise ReleaseRecordError("color must be blue or green, got %r" % (color,))
+    try:  # the record keeps env in clear: never a secret (the model's rule)
+        model.check_release_env(fields.get("env"))
+    except model.ReleaseModelError as exc:
+        raise ReleaseRecordError(str(exc))
     running = in_progress(record, now, stale_after)
     if running and not force:
         raise ReleaseRecordError(

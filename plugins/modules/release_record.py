@@ -23,7 +23,7 @@ author:
   - greenflow platform engineers (@greenflow)
 options:
   app:
-    description: Name of the app (letters, digits, C(_) and C(-)).
+    description: Name of the app; 1-48 lowercase letters, digits, C(-) and C(_), starting with a letter (the rule of the whole collection).
     type: str
     required: true
   action:
@@ -65,7 +65,21 @@ options:
   env:
     description:
       - With O(action=begin), the release's own environment (C(release_env)), kept so that a rollback
-        can redeploy the release exactly. Secrets belong in swarm secrets, not here.
+        can redeploy the release exactly.
+      - Secrets belong in swarm secrets (C(app_release_secrets)), not here - a key that looks like a secret
+        is refused, with O(action=begin) and also with O(action=read) (which only checks it, so that a
+        playbook can refuse before it changes anything). Looks like a secret - a word of the name (split on
+        C(_), C(-), C(.)) contains C(PASSWORD), C(PASSWD), C(SECRET) or C(CREDENTIAL), is or ends with
+        C(KEY) or C(TOKEN) (C(API_KEY), C(APIKEY), C(GITHUB_TOKEN), not C(KEYBOARD_LAYOUT)), or is C(PASS);
+        case does not matter.
+      - In the returned RV(history), RV(entry) and RV(in_progress) the values are left out (C(env_keys)
+        names the keys); RV(live), RV(rollback_target) and RV(plan) keep them (a rollback redeploys them).
+    type: dict
+  nginx_shares:
+    description:
+      - nginx's current split of the app, as M(greenflow.platform.nginx_upstream) returns it when it only
+        reads (its C(shares); an empty dict when nginx has no file for
+        the app). Given, the module returns RV(plan), the release model's reading of record and nginx together.
     type: dict
   id:
     description: With O(action=finish), the entry to close.
@@ -151,7 +165,7 @@ entry:
   type: dict
   sample: {"id": 4, "action": "deploy", "version": "3", "color": "blue", "outcome": "in_progress"}
 in_progress:
-  description: The entry still in progress (the lock holder), if any.
+  description: The entry still in progress (the lock holder), however old, if any.
   returned: always
   type: dict
 history:
@@ -165,6 +179,23 @@ history_table:
   type: list
   elements: str
   sample: ["ID  ACTION  VERSION  COLOR  OUTCOME  STARTED_AT  USER  REASON"]
+plan:
+  description:
+    - With O(nginx_shares), what the next deploy or rollback does, from the record and nginx's split
+      (the release model's C(reconcile); the playbooks follow it).
+    - C(kind) - C(first_release), C(normal) (the live colour has 100 %), C(interrupted) (nginx is split
+      between the colours; C(step_share) is the new colour's share), C(disagree) (the live colour has no
+      100 % and nginx is not split - 100 % on the other colour, or no split at all), C(in_progress) (an entry
+      is open: a run now, or a dead one), C(stale_lock) (the same, older than O(stale_after)).
+    - C(from_color), C(to_color) and C(deploy_allowed) for a deploy; C(lock) (C(free), C(held), C(stale));
+      C(rollback) with C(restore_live), C(target), C(from_color), C(possible), C(needs_force) and C(closes);
+      C(message) for a human.
+  returned: when nginx_shares is given
+  type: dict
+  sample: {"kind": "normal", "from_color": "blue", "to_color": "green", "deploy_allowed": true, "lock": "free",
+           "rollback": {"restore_live": false, "possible": true, "target": {"id": 1, "color": "green"},
+                        "from_color": "blue", "needs_force": false, "closes": 0},
+           "message": "2 on blue is live with all traffic; a deploy goes to green. A rollback goes to 1 on green."}
 path:
   description: The record file.
   returned: always
@@ -173,11 +204,11 @@ path:
 """
 
 import os
-import re
 import time
 from datetime import datetime, timezone
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.greenflow.platform.plugins.module_utils import _release_model as model
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_record as rr
 from ansible_collections.greenflow.platform.plugins.module_utils._atomic_file import (
     AtomicFileError, FileLock, atomic_write, check_writable_dir, lock_path_for, read_snapshot)
@@ -187,16 +218,28 @@ def _now_iso(now):
     return datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _summary(record, now, limit):
+def _without_env(entry):
+    """An entry for display: the env's keys, not its values (-v prints every result)."""
+    if not entry or "env" not in entry:
+        return entry
+    shown = dict((k, v) for k, v in entry.items() if k != "env")
+    shown["env_keys"] = sorted(entry["env"] or {})
+    return shown
+
+
+def _summary(record, now, params):
     live = rr.live_release(record)
-    entries = rr.history(record, limit)
-    return {
+    entries = rr.history(record, params["history_limit"])
+    out = {
         "live": live or {},
         "rollback_target": rr.rollback_target(record) or {},
-        "in_progress": rr.in_progress(record, now, float("inf")) or {},
-        "history": entries,
+        "in_progress": _without_env(rr.open_entry(record)) or {},
+        "history": [_without_env(entry) for entry in entries],
         "history_table": rr.history_table(entries, live["id"] if live else None),
     }
+    if params["nginx_shares"] is not None:
+        out["plan"] = rr.plan(record, params["nginx_shares"], now, params["stale_after"])
+    return out
 
 
 def _change(module, record, now):
@@ -234,6 +277,7 @@ def main():
             restores=dict(type="int"),
             user=dict(type="str"),
             env=dict(type="dict"),
+            nginx_shares=dict(type="dict"),
             id=dict(type="int"),
             outcome=dict(type="str", choices=["succeeded", "failed"]),
             reason=dict(type="str"),
@@ -246,11 +290,14 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]*$", p["app"]):
-        module.fail_json(msg="app must be letters, digits, '_' and '-', got %r" % p["app"])
+    try:
+        model.check_app(p["app"])
+        model.check_release_env(p["env"])  # before anything else: nothing is read or changed with a secret
+    except model.ReleaseModelError as exc:
+        module.fail_json(msg=str(exc))
     if p["keep"] < 10:
         module.fail_json(msg="keep must be at least 10, got %d" % p["keep"])
-    path = p["path"] or "/var/lib/greenflow/releases/%s.json" % p["app"]
+    path = p["path"] or model.record_path(p["app"])
     now = time.time()
 
     if p["action"] == "read":
@@ -258,7 +305,7 @@ def main():
             record = rr.parse_record(read_snapshot(path).text(), p["app"])
         except (rr.ReleaseRecordError, AtomicFileError, UnicodeDecodeError) as exc:
             module.fail_json(msg="cannot read the release record %s: %s" % (path, exc))
-        module.exit_json(changed=False, path=path, **_summary(record, now, p["history_limit"]))
+        module.exit_json(changed=False, path=path, **_summary(record, now, p))
 
     try:
         if not module.check_mode:
@@ -279,7 +326,7 @@ def main():
                 lock.release()
     except (rr.ReleaseRecordError, AtomicFileError, OSError) as exc:
         module.fail_json(msg="release record %s: %s" % (path, exc))
-    module.exit_json(changed=True, path=path, entry=entry, **_summary(record, now, p["history_limit"]))
+    module.exit_json(changed=True, path=path, entry=_without_env(entry), **_summary(record, now, p))
 
 
 if __name__ == "__main__":
