@@ -23,13 +23,14 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 from ansible_collections.greenflow.platform.plugins.module_utils import _cutover_gates as gates_mod
+from ansible_collections.greenflow.platform.plugins.module_utils import _release_model as model
 from ansible_collections.greenflow.platform.plugins.module_utils._traffic_stats import (
     candidate_view,
 )
 
 display = Display()
 
-COLOURS = ("blue", "green")
+COLOURS = model.COLOURS
 UPSTREAM_MODULE = "greenflow.platform.nginx_upstream"
 WINDOW_MODULE = "greenflow.platform.traffic_window"
 MAX_WAIT_LIMIT = 3600
@@ -42,16 +43,6 @@ ARGUMENT_SPEC = dict(
     from_color=dict(type="str", required=True, choices=list(COLOURS)),
     to_color=dict(type="str", required=True, choices=list(COLOURS)),
     pools=dict(type="dict"),
-    steps=dict(type="list", elements="int", default=[5, 25, 50, 100]),
-    step_seconds=dict(type="float", default=60.0),
-    poll_seconds=dict(type="float", default=2.0),
-    min_requests=dict(type="int", default=50),
-    max_wait_seconds=dict(type="float", default=300.0),
-    max_error_rate=dict(type="float", default=0.01),
-    max_p95_ms=dict(type="float", default=500.0),
-    abort_error_rate=dict(type="float", default=0.05),
-    abort_p95_ms=dict(type="float", default=1000.0),
-    abort_min_failures=dict(type="int", default=5),
     count_unattributed_5xx=dict(type="bool", default=True),
     log_match=dict(type="dict"),
     health_urls=dict(type="list", elements="str", default=[]),
@@ -71,6 +62,9 @@ ARGUMENT_SPEC = dict(
     lock_timeout=dict(type="int"),
     reload_timeout=dict(type="int"),
 )
+# steps, their timing and the gates: types and defaults from the release model (documented by the doc
+# fragment greenflow.platform.gates, which a unit test keeps equal to it)
+ARGUMENT_SPEC.update(model.gate_argument_spec())
 
 
 class ControllerGone(Exception):
@@ -94,6 +88,10 @@ def check_options(args):
     """Checks beyond the argument spec. Returns (gates, steps) or raises AnsibleActionFail with
     every problem found, before anything is touched."""
     problems = []
+    try:
+        model.check_app(args["app"])
+    except model.ReleaseModelError as exc:
+        problems.append(str(exc))
     if args["from_color"] == args["to_color"]:
         problems.append("from_color and to_color must differ (both are %r)" % args["from_color"])
     steps = args["steps"]
@@ -137,9 +135,7 @@ def check_options(args):
                             % args["from_color"])
     gates = None
     try:
-        gates = gates_mod.check_gates(dict(
-            (k, args[k]) for k in ("max_error_rate", "max_p95_ms", "abort_error_rate",
-                                   "abort_p95_ms", "min_requests", "abort_min_failures")))
+        gates = gates_mod.check_gates(dict((k, args[k]) for k in model.JUDGING_GATES))
     except gates_mod.GateError as exc:
         problems.append(str(exc))
     if problems:
@@ -232,7 +228,7 @@ class ActionModule(ActionBase):
         out = {}
         for colour in COLOURS:
             members = list((pools or {}).get(colour) or [])
-            members.append("%s_%s" % (self._args["app"], colour))
+            members.append(model.upstream_name(self._args["app"], colour))
             out[colour] = members
         return out
 
@@ -472,8 +468,7 @@ class ActionModule(ActionBase):
         out["changed"] = True
         out["failed_step"] = step.get("step")
         out["breaches"] = step.get("breaches") or []
-        gate_names = ("max_error_rate", "max_p95_ms", "abort_error_rate", "abort_p95_ms", "min_requests", "abort_min_failures")
-        thresholds = dict((k, self._gates[k]) for k in gate_names)
+        thresholds = dict((k, self._gates[k]) for k in model.JUDGING_GATES)
         out["thresholds"] = thresholds
         head = ("release_cutover %s: step %d/%d (%s at %d%%) %s: %s. Numbers: %s requests, "
                 "error rate %s, p95 %s. Thresholds: pass error rate <= %s and p95 <= %s with >= %d "

@@ -37,20 +37,16 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible_collections.greenflow.platform.plugins.module_utils import _release_model as model
+
 PASS = "pass"
 WAIT = "wait"
 FAIL = "fail"
 ABORT = "abort"
 WATCH = "watch"
 
-DEFAULT_GATES = {
-    "max_error_rate": 0.01,
-    "max_p95_ms": 500.0,
-    "abort_error_rate": 0.05,
-    "abort_p95_ms": 1000.0,
-    "min_requests": 50,
-    "abort_min_failures": 5,
-}
+# The judging gates and their defaults are the release model's (one home for every default).
+DEFAULT_GATES = model.gate_defaults(model.JUDGING_GATES)
 
 
 class GateError(ValueError):

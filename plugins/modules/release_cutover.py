@@ -45,6 +45,10 @@ description:
     100; different colours; gates in order; poll at most 2 s).
   - This is an action plugin; it runs on the controller and its task targets the load balancer
     host, where the two modules run.
+  - The nginx options (O(conf_path), O(nginx_bin), O(nginx_conf), O(nginx_prefix), O(nginx_pid),
+    O(keepalive), O(max_fails), O(fail_timeout), O(validate), O(reload), O(lock_timeout),
+    O(reload_timeout)) are passed to M(greenflow.platform.nginx_upstream) when set; omitted, its
+    defaults (shown here) apply.
 author:
   - greenflow platform engineers (@greenflow)
 options:
@@ -68,51 +72,6 @@ options:
         M(greenflow.platform.nginx_upstream) and used to attribute log lines to pools.
       - Omitted, the pools in the app's generated nginx file are used.
     type: dict
-  steps:
-    description: Percent of traffic on O(to_color) at each step; strictly ascending, 1-100, last 100.
-    type: list
-    elements: int
-    default: [5, 25, 50, 100]
-  step_seconds:
-    description: Dwell of each step, in seconds.
-    type: float
-    default: 60
-  poll_seconds:
-    description: Seconds between polls of the log and the health URLs (more than 0, at most 2).
-    type: float
-    default: 2
-  min_requests:
-    description: Requests the new colour must have served in a step's window for it to be judged.
-    type: int
-    default: 50
-  max_wait_seconds:
-    description:
-      - How much longer than O(step_seconds) a step may wait for O(min_requests) (0-3600); then
-        the cutover fails safe and goes back.
-    type: float
-    default: 300
-  max_error_rate:
-    description: Pass line - highest error rate (fraction of 5xx, 0.01 = 1 %) that passes.
-    type: float
-    default: 0.01
-  max_p95_ms:
-    description: Pass line - highest p95 of upstream response time (ms) that passes.
-    type: float
-    default: 500
-  abort_error_rate:
-    description: Abort line - an error rate at or above it aborts at once.
-    type: float
-    default: 0.05
-  abort_p95_ms:
-    description: Abort line - a p95 (ms) at or above it aborts at once.
-    type: float
-    default: 1000
-  abort_min_failures:
-    description:
-      - Minimum evidence for an abort line - at least this many 5xx (error rate) or responses at
-        or over O(abort_p95_ms) (latency) in the step's window.
-    type: int
-    default: 5
   count_unattributed_5xx:
     description:
       - Charge 5xx that nginx answered without reaching any upstream (C(upstream_addr) C(-)) to
@@ -147,48 +106,14 @@ options:
     description: The JSON access log on the load balancer (see M(greenflow.platform.traffic_window)).
     type: path
     required: true
-  conf_path:
-    description: Passed to M(greenflow.platform.nginx_upstream).
-    type: path
-  nginx_bin:
-    description: Passed to M(greenflow.platform.nginx_upstream).
-    type: str
-  nginx_conf:
-    description: Passed to M(greenflow.platform.nginx_upstream).
-    type: path
-  nginx_prefix:
-    description: Passed to M(greenflow.platform.nginx_upstream).
-    type: path
-  nginx_pid:
-    description: Passed to M(greenflow.platform.nginx_upstream).
-    type: path
-  keepalive:
-    description: Passed to M(greenflow.platform.nginx_upstream).
-    type: int
-  max_fails:
-    description: Passed to M(greenflow.platform.nginx_upstream).
-    type: int
-  fail_timeout:
-    description: Passed to M(greenflow.platform.nginx_upstream).
-    type: int
-  validate:
-    description: Passed to M(greenflow.platform.nginx_upstream).
-    type: bool
-  reload:
-    description: Passed to M(greenflow.platform.nginx_upstream).
-    type: bool
-  lock_timeout:
-    description: Passed to M(greenflow.platform.nginx_upstream).
-    type: int
-  reload_timeout:
-    description: Passed to M(greenflow.platform.nginx_upstream).
-    type: int
 notes:
   - Check mode prints and returns the plan (RV(plan)) and moves no traffic.
   - The task's duration is bounded - at most about len(steps) x (O(step_seconds) +
     O(max_wait_seconds)) plus the time of the module runs.
   - C(requests) must be installed on the controller for O(health_urls).
 extends_documentation_fragment:
+  - greenflow.platform.gates
+  - greenflow.platform.nginx
   - greenflow.platform.attributes
   - greenflow.platform.attributes.action
 attributes:

@@ -201,7 +201,7 @@ from ansible_collections.greenflow.platform.plugins.action.release_cutover impor
 
 
 def opts(**kw):
-    base = dict(from_color="blue", to_color="green", steps=[5, 25, 50, 100], step_seconds=60.0,
+    base = dict(app="demo", from_color="blue", to_color="green", steps=[5, 25, 50, 100], step_seconds=60.0,
                 poll_seconds=2.0, max_wait_seconds=300.0, health_timeout=2.0, health_urls=[],
                 pools={"blue": ["127.0.0.1:1"], "green": ["127.0.0.1:2"]},
                 max_error_rate=0.01, max_p95_ms=500.0, abort_error_rate=0.05, abort_p95_ms=1000.0,
@@ -211,6 +211,7 @@ def opts(**kw):
 
 
 def test_default_options_are_valid():
+    assert check_options(opts(app="my-shop"))[1] == [5, 25, 50, 100]
     gates, steps = check_options(opts())
     assert steps == [5, 25, 50, 100] and gates["min_requests"] == 50
     assert check_options(opts(steps=[100]))[1] == [100]
@@ -237,9 +238,18 @@ def test_default_options_are_valid():
     ({"pools": {"blue": ["a:1"], "green": ["b:1"], "red": ["c:1"]}}, "unknown colour"),
     ({"abort_p95_ms": 400.0}, "below abort_p95_ms"),
     ({"min_requests": 0}, "min_requests"),
+    ({"app": "My-Shop"}, "not a valid name"),
 ])
 def test_bad_options_are_rejected_with_a_clear_message(bad, msg):
     with pytest.raises(AnsibleActionFail) as err:
         check_options(opts(**bad))
     assert msg in str(err.value)
     assert "nothing was changed" in str(err.value)
+
+
+def test_the_action_plugin_takes_its_gate_defaults_from_the_release_model():
+    from ansible_collections.greenflow.platform.plugins.action.release_cutover import ARGUMENT_SPEC
+    from ansible_collections.greenflow.platform.plugins.module_utils import _release_model as model
+    for name, spec in model.GATE_SPEC.items():
+        assert ARGUMENT_SPEC[name] == spec
+    assert DEFAULT_GATES == dict((k, model.GATE_SPEC[k]["default"]) for k in model.JUDGING_GATES)
