@@ -1,0 +1,36 @@
+"""The app_release role checks app names with the release model's rule (the same pattern, matched whole)."""
+import os
+
+import pytest
+import yaml
+from ansible.plugins.test.core import regex
+
+from ansible_collections.greenflow.platform.plugins.module_utils import _release_model as model
+
+ROLE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                    "roles", "app_release")
+
+
+def _load(*path):
+    with open(os.path.join(ROLE, *path)) as handle:
+        return yaml.safe_load(handle)
+
+
+def test_the_roles_pattern_is_the_models():
+    assert _load("vars", "main.yml")["app_release_name_pattern"] == model.APP_NAME_PATTERN
+
+
+def test_validate_matches_the_whole_name_with_that_pattern():
+    that = _load("tasks", "validate.yml")[0]["ansible.builtin.assert"]["that"]
+    assert "app_release_name is regex(app_release_name_pattern, match_type='fullmatch')" in that
+    assert not [cond for cond in that if "app_release_name is match" in cond]
+
+
+@pytest.mark.parametrize("app", ["demo", "my-shop", "my_shop", "x" * 48, "x" * 49, "Demo", "1app", "demo\n", "-x", ""])
+def test_the_roles_check_agrees_with_the_model(app):
+    try:
+        model.check_app(app)
+        valid = True
+    except model.ReleaseModelError:
+        valid = False
+    assert regex(app, model.APP_NAME_PATTERN, match_type="fullmatch") is valid
