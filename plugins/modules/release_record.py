@@ -72,8 +72,9 @@ options:
         C(_), C(-), C(.)) contains C(PASSWORD), C(PASSWD), C(SECRET) or C(CREDENTIAL), is or ends with
         C(KEY) or C(TOKEN) (C(API_KEY), C(APIKEY), C(GITHUB_TOKEN), not C(KEYBOARD_LAYOUT)), or is C(PASS);
         case does not matter.
-      - In the returned RV(history), RV(entry) and RV(in_progress) the values are left out (C(env_keys)
-        names the keys); RV(live), RV(rollback_target) and RV(plan) keep them (a rollback redeploys them).
+      - Returned entries (RV(live), RV(rollback_target), RV(in_progress), RV(entry), RV(history)) name the
+        keys only (C(env_keys)) - C(-v) prints every result. The values come back in one place only, the
+        C(target) of RV(plan)'s C(rollback), which rollback.yml redeploys exactly.
     type: dict
   nginx_shares:
     description:
@@ -186,7 +187,7 @@ plan:
     - C(kind) - C(first_release), C(normal) (the live colour has 100 %), C(interrupted) (nginx is split
       between the colours; C(step_share) is the new colour's share), C(disagree) (the live colour has no
       100 % and nginx is not split - 100 % on the other colour, or no split at all), C(in_progress) (an entry
-      is open: a run now, or a dead one), C(stale_lock) (the same, older than O(stale_after)).
+      is open - a run now, or a dead one), C(stale_lock) (the same, older than O(stale_after)).
     - C(from_color), C(to_color) and C(deploy_allowed) for a deploy; C(lock) (C(free), C(held), C(stale));
       C(rollback) with C(restore_live), C(target), C(from_color), C(possible), C(needs_force) and C(closes);
       C(message) for a human.
@@ -231,14 +232,17 @@ def _summary(record, now, params):
     live = rr.live_release(record)
     entries = rr.history(record, params["history_limit"])
     out = {
-        "live": live or {},
-        "rollback_target": rr.rollback_target(record) or {},
+        "live": _without_env(live) or {},
+        "rollback_target": _without_env(rr.rollback_target(record)) or {},
         "in_progress": _without_env(rr.open_entry(record)) or {},
         "history": [_without_env(entry) for entry in entries],
         "history_table": rr.history_table(entries, live["id"] if live else None),
     }
     if params["nginx_shares"] is not None:
-        out["plan"] = rr.plan(record, params["nginx_shares"], now, params["stale_after"])
+        plan = rr.plan(record, params["nginx_shares"], now, params["stale_after"])
+        plan["live"] = _without_env(plan["live"])
+        plan["open_entry"] = _without_env(plan["open_entry"])
+        out["plan"] = plan  # plan["rollback"]["target"] keeps env: rollback.yml redeploys it
     return out
 
 
