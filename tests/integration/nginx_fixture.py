@@ -18,6 +18,7 @@ Reusable pieces (pytest fixtures wrapping them live in tests/integration/conftes
 - ``run_module(args, check=False, diff=False)``: run greenflow.platform.nginx_upstream directly
   (python, no ansible: fast, for loops); ``run_ansible(module, args, check, diff)``: the real
   thing, ``ansible localhost -m ...`` from the checkout. Both return the result dict.
+  ``start_module(args)`` starts it without waiting (a Popen in its own session, to kill mid-run).
 - ``Load(url, threads, ...)``: a bounded background load (count and time) over keep-alive or
   fresh connections; ``fire(url, n)``: n requests, returns a LoadResult.
 
@@ -340,7 +341,13 @@ class NginxLab:
         user = "user root root;" if os.geteuid() == 0 else ""
         with open(self.main_conf, "w") as f:
             f.write(MAIN_CONF % dict(user=user, workers=self.workers, prefix=self.prefix, port=self.port,
-                                     app=self.app, log_format=LOG_FORMAT % dict(app=self.app)))
+                                     app=self.nginx_id, log_format=LOG_FORMAT % dict(app=self.nginx_id)))
+
+    @property
+    def nginx_id(self):
+        """The app's name in nginx names ('-' written '_', as the module writes them)."""
+        from ansible_collections.greenflow.platform.plugins.module_utils import _release_model as model
+        return model.nginx_id(self.app)
 
     def write_initial_upstream(self, pools, shares):
         """Seed the generated file (with the module's own renderer) so nginx can start."""
@@ -478,6 +485,21 @@ def run_module(args, check=False, diff=False, timeout=120):
         return json.loads(proc.stdout)
     except ValueError:
         raise RuntimeError("module output is not JSON (rc=%d): %s %s" % (proc.returncode, proc.stdout, proc.stderr))
+
+
+def start_module(args):
+    """Start the module like run_module, without waiting: a Popen in a session of its own, so that a
+    test can kill it mid-run (SIGKILL) and then its leftover children (os.killpg(proc.pid, ...))."""
+    payload = dict(args, _ansible_check_mode=False, _ansible_diff=False)
+    env = dict(os.environ, PYTHONPATH=COLLECTIONS + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ansible_collections.greenflow.platform.plugins.modules.nginx_upstream"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, cwd=REPO_ROOT, start_new_session=True,
+    )
+    proc.stdin.write(json.dumps({"ANSIBLE_MODULE_ARGS": payload}).encode())
+    proc.stdin.close()
+    return proc
 
 
 def run_ansible(args, module=MODULE_NAME, check=False, diff=False, timeout=300):

@@ -4,7 +4,9 @@ Traffic goes to 127.0.0.1 only; every load is bounded in count and time. No timi
 (speed is measured by bench/bench_nginx_switch.py).
 """
 
+import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -23,13 +25,15 @@ def shares(green):
 
 
 def snapshot(lab):
-    """What must not move when the module refuses: file bytes, directory listing (lock files,
-    which persist by design once a run has taken them, aside), nginx processes."""
+    """What must not move when the module refuses: file bytes, directory listings of the managed
+    file's directory and of nginx.conf's (lock files, which persist by design once a run has taken
+    them, aside: no candidate, no test config left), nginx processes."""
     workers = lab.settle()
     with open(lab.upstream_conf, "rb") as f:
         content = f.read()
     listing = sorted(n for n in os.listdir(lab.conf_dir) if not n.endswith(".lock"))
-    return dict(content=content, listing=listing, master=lab.master_pid(),
+    main_listing = sorted(os.listdir(os.path.dirname(lab.main_conf)))
+    return dict(content=content, listing=listing, main_listing=main_listing, master=lab.master_pid(),
                 workers=workers, reloads=lab.reload_count())
 
 
@@ -168,7 +172,7 @@ def test_bad_directive_elsewhere_keeps_old_config_live(nginx_lab):
         res = nf.run_module(lab.module_args(shares=shares(50)))
         assert res.get("failed") and res["changed"] is False, res
         assert "nginx -t failed" in res["msg"] and 'unknown directive "bogus_directive"' in res["msg"]
-        assert "restored" in res["msg"]
+        assert "The new version was not put in place: %s is unchanged;" % lab.upstream_conf in res["msg"]
         assert snapshot(lab) == before
         _assert_serving_only(lab, "blue")
     finally:
@@ -178,14 +182,72 @@ def test_bad_directive_elsewhere_keeps_old_config_live(nginx_lab):
     _assert_serving_only(lab, "green")
 
 
-def test_unresolvable_server_fails_nginx_t_and_restores(nginx_lab):
+def test_candidate_failing_nginx_t_leaves_the_live_file_byte_identical(nginx_lab):
     lab = nginx_lab
     before = snapshot(lab)
+    mtime = os.stat(lab.upstream_conf).st_mtime_ns
     pools = dict(lab.pools, green=["nosuchhost.invalid:8080"])
     res = nf.run_module(lab.module_args(pools=pools, shares=shares(50)))
     assert res.get("failed") and "host not found in upstream" in res["msg"], res
-    assert snapshot(lab) == before
+    # nginx's message names the managed file (the candidate stood in its place)
+    assert "in %s:" % lab.upstream_conf in res["msg"] and ".candidate" not in res["msg"], res["msg"]
+    assert snapshot(lab) == before and os.stat(lab.upstream_conf).st_mtime_ns == mtime
     _assert_serving_only(lab, "blue")
+
+
+SLOW_NGINX_T = """#!/bin/sh
+# nginx whose -t takes a minute (the test kills the module meanwhile); anything else is nginx itself
+case " $* " in
+    *" -t "*) : > %(started)s; sleep 60 ;;
+esac
+exec %(nginx)s "$@"
+"""
+
+
+def test_killed_during_a_slow_nginx_t_the_live_file_stays_and_the_next_run_cleans_up(nginx_lab, tmp_path):
+    lab = nginx_lab
+    before = snapshot(lab)
+    started = tmp_path / "nginx-t-started"
+    slow = tmp_path / "nginx-slow"
+    slow.write_text(SLOW_NGINX_T % dict(started=started, nginx=lab.nginx))
+    slow.chmod(0o755)
+    proc = nf.start_module(lab.module_args(shares=shares(50), nginx_bin=str(slow)))
+    try:
+        deadline = time.monotonic() + 30
+        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert started.exists(), "the module never reached nginx -t (rc %s)" % proc.poll()
+        # inside nginx -t: the candidate is written, the live file still the old one
+        candidates = [n for n in os.listdir(lab.conf_dir) if n.endswith(".candidate")]
+        assert len(candidates) == 1 and candidates[0].startswith(".greenflow-upstream-demo.conf.")
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(10) == -signal.SIGKILL
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the wrapper still sleeping in our nginx -t
+        except OSError:
+            pass
+        proc.wait(10)
+
+    with open(lab.upstream_conf, "rb") as f:
+        assert f.read() == before["content"]
+    # the killed run's leftovers: hidden, so nginx's includes never read them
+    assert sorted(os.listdir(lab.conf_dir)) != before["listing"]
+    assert [n for n in os.listdir(lab.conf_dir) if n.endswith(".candidate")] == candidates
+    # what the next reload or restart would load is valid, and nginx still serves the old split
+    check = subprocess.run([lab.nginx, "-t", "-c", lab.main_conf, "-p", lab.prefix], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    assert lab.master_pid() == before["master"] and lab.reload_count() == before["reloads"]
+    _assert_serving_only(lab, "blue")
+
+    res = nf.run_module(lab.module_args(shares=shares(50)))
+    assert res["changed"] and res["validated"] and res["reloaded"], res
+    assert "removed what an interrupted run left behind" in json.dumps(res.get("warnings")), res
+    assert candidates[0] in json.dumps(res["warnings"])
+    after = snapshot(lab)
+    assert after["listing"] == before["listing"] and after["main_listing"] == before["main_listing"]
+    res = nf.fire(lab.url, 400, threads=2)
+    assert res.failed == 0 and set(res.by_pool) == {"blue", "green"}, res.summary()
 
 
 def test_reload_failure_restores_previous_file(nginx_lab):
@@ -305,7 +367,9 @@ def test_new_app_file_with_empty_green_and_then_removed_on_failure(nginx_lab):
     path2 = os.path.join(lab.conf_dir, "greenflow-upstream-cart.conf")
     res = nf.run_module(lab.module_args(app="cart", conf_path=path2, pools={"blue": ["nosuchhost.invalid:1"]},
                                         shares={"blue": 100}))
-    assert res.get("failed") and "removed" in res["msg"] and not os.path.exists(path2), res
+    assert res.get("failed") and "unchanged (still absent)" in res["msg"] and not os.path.exists(path2), res
+    assert not [n for n in os.listdir(lab.conf_dir)
+                if n.startswith(".greenflow-upstream-cart.conf.") and not n.endswith(".lock")]
 
 
 def test_lock_serializes_runs_on_same_app(nginx_lab):
@@ -319,3 +383,29 @@ def test_lock_serializes_runs_on_same_app(nginx_lab):
         assert res["changed"] and res["reloaded"], res
     finally:
         lock.release()
+
+
+# ----------------------------------------------------------------- app names with '-'
+
+
+def test_an_app_name_with_a_hyphen_works_end_to_end(nginx_lab_factory):
+    """'my-shop' passes the role's check, so it must deploy: nginx names write '-' as '_'."""
+    lab = nginx_lab_factory(app="my-shop")  # its vhost proxies to $my_shop_backend
+    res = nf.run_ansible(lab.module_args(pools=lab.pools, shares=shares(50)))
+    assert not res.get("failed"), res
+    assert res["changed"] and res["reloaded"] and res["validated"], res
+    assert res["proxy_pass_target"] == "http://$my_shop_backend"
+    assert res["upstreams"] == ["my_shop_blue", "my_shop_green"]
+    assert nu.parse_state(open(lab.upstream_conf).read())["app"] == "my-shop"
+
+    offset = lab.log_offset()
+    result = nf.fire(lab.url, 200, threads=2, max_seconds=60)
+    assert result.requests == 200 and result.failed == 0, result.summary()
+    entries, _ = lab.read_access_log_until(offset, 200)
+    assert set(pools_seen(lab, entries)) == {"blue", "green"}
+
+    # 'my_shop' would get the same nginx names: refused, the file and nginx untouched
+    before = snapshot(lab)
+    clash = nf.run_ansible(dict(lab.module_args(shares=shares(0)), app="my_shop"))
+    assert clash.get("failed") and "both become 'my_shop' in nginx names" in clash["msg"], clash
+    assert snapshot(lab) == before

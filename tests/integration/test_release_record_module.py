@@ -51,3 +51,31 @@ def test_a_damaged_record_is_refused_and_left_as_it_was(tmp_path):
     result = _run(record, action="begin", version="1", color="blue")
     assert result.get("failed") and "not valid JSON" in result["msg"]
     assert record.read_text() == "{broken"
+
+
+def test_plan_with_nginx_shares_and_env_values_only_where_rollback_needs_them(tmp_path):
+    record = tmp_path / "demo.json"
+    for version, color in (("1", "blue"), ("2", "green")):
+        began = _run(record, action="begin", version=version, color=color, env={"FEATURE_X": version})
+        assert began["entry"]["env_keys"] == ["FEATURE_X"] and "env" not in began["entry"]
+        _run(record, action="finish", id=began["entry"]["id"], outcome="succeeded")
+
+    read = _run(record)
+    assert "plan" not in read and "env" not in read["live"] and "env" not in read["history"][0]
+
+    plan = _run(record, nginx_shares={"blue": 0, "green": 100})["plan"]
+    assert plan["kind"] == "normal" and (plan["from_color"], plan["to_color"]) == ("green", "blue")
+    assert plan["rollback"]["target"]["version"] == "1" and plan["rollback"]["target"]["env"] == {"FEATURE_X": "1"}
+
+    split = _run(record, nginx_shares={"blue": 25, "green": 75})["plan"]
+    assert split["kind"] == "interrupted" and split["deploy_allowed"] is False
+    assert split["rollback"]["restore_live"] and split["rollback"]["target"]["version"] == "2"
+
+
+def test_a_secret_in_env_is_refused_on_read_and_begin_and_never_stored(tmp_path):
+    record = tmp_path / "demo.json"
+    for action in ("read", "begin"):
+        result = _run(record, action=action, version="1", color="blue", env={"DB_PASSWORD": "hunter2"})
+        assert result.get("failed") and "DB_PASSWORD" in result["msg"] and "app_release_secrets" in result["msg"]
+        assert "hunter2" not in result["msg"]
+    assert not record.exists()
