@@ -11,6 +11,11 @@ Private to this collection. Used by nginx_upstream; other modules may reuse it.
   file, never a partial one. The temp name ends in ``.tmp`` so ``include *.conf`` never picks it up.
 - ``restore(path, snapshot)``: put the previous content back (atomically) or remove the new file
   if there was none.
+- ``write_candidate(path, data, like=snapshot)`` / ``install(candidate, path)`` /
+  ``discard(candidate)``: the two halves of ``atomic_write`` with a check in between: the new
+  content is written and fsynced next to ``path`` under a hidden name (``.<name>.XXXX.candidate``),
+  checked by the caller, and only then renamed over ``path``. Until then ``path`` is untouched.
+- ``remove_leftovers(path)``: candidates and temp files of ``path`` that a killed run left behind.
 - ``FileLock(path, timeout)``: exclusive ``fcntl.flock`` with a timeout, as a context manager.
 """
 
@@ -103,12 +108,21 @@ def _fsync_dir(directory):
         os.close(fd)
 
 
-def atomic_write(path, data, like=None, default_mode=0o644):
-    """Replace ``path`` with ``data`` atomically, keeping mode/owner of ``like`` (a snapshot)."""
+_TMP_SUFFIX = ".tmp"
+_CANDIDATE_SUFFIX = ".candidate"
+
+
+def _sibling_prefix(path):
+    # Hidden: nginx's include globs (glob(3), like the shell) never match a leading dot with "*",
+    # so neither "include conf.d/*.conf" nor "include sites-enabled/*" can pick these files up.
+    return ".%s." % os.path.basename(path)
+
+
+def _write_sibling(path, data, like, default_mode, suffix):
+    """Write ``data`` to a new hidden file next to ``path`` (fsynced, mode/owner of ``like``)."""
     directory = os.path.dirname(os.path.abspath(path))
-    base = os.path.basename(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".%s." % base, suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=_sibling_prefix(path), suffix=suffix)
     except OSError as exc:
         raise AtomicFileError("cannot create a temporary file in %s: %s" % (directory, exc.strerror))
     try:
@@ -126,14 +140,63 @@ def atomic_write(path, data, like=None, default_mode=0o644):
                 os.fchmod(fd, default_mode)
         finally:
             os.close(fd)
-        os.rename(tmp, path)
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        discard(tmp)
         raise AtomicFileError("cannot write %s: %s" % (path, exc.strerror))
-    _fsync_dir(directory)
+    return tmp
+
+
+def atomic_write(path, data, like=None, default_mode=0o644):
+    """Replace ``path`` with ``data`` atomically, keeping mode/owner of ``like`` (a snapshot)."""
+    install(_write_sibling(path, data, like, default_mode, _TMP_SUFFIX), path)
+
+
+def write_candidate(path, data, like=None, default_mode=0o644):
+    """Write the next content of ``path`` beside it, not in place; returns the candidate's path.
+
+    The candidate already has its final bytes, mode and owner, so what the caller checks is exactly
+    what ``install`` puts in place (a rename: same inode, nothing rewritten).
+    """
+    return _write_sibling(path, data, like, default_mode, _CANDIDATE_SUFFIX)
+
+
+def install(candidate, path):
+    """Rename ``candidate`` over ``path`` (atomic: readers see the old or the new file)."""
+    try:
+        os.rename(candidate, path)
+    except OSError as exc:
+        discard(candidate)
+        raise AtomicFileError("cannot write %s: %s" % (path, exc.strerror))
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def discard(candidate):
+    """Remove a candidate or temp file; False if it could not be removed (it is a leftover then)."""
+    try:
+        os.unlink(candidate)
+    except OSError as exc:
+        return exc.errno == errno.ENOENT
+    return True
+
+
+def remove_leftovers(path):
+    """Remove the candidates and temp files of ``path`` that a killed run left behind.
+
+    Only a run holding ``path``'s lock creates them, so call this with the lock held: anything
+    found then belongs to a run that is gone. Returns the names removed.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    prefix = _sibling_prefix(path)
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in sorted(names):
+        if name.startswith(prefix) and name.endswith((_TMP_SUFFIX, _CANDIDATE_SUFFIX)):
+            if discard(os.path.join(directory, name)):
+                removed.append(name)
+    return removed
 
 
 def restore(path, snapshot):

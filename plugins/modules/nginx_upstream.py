@@ -27,16 +27,21 @@ description:
     C(split_clients) block: it receives no request at all. At 100/0 the variable maps to one
     pool only. The split is random per request: over N requests the observed share deviates
     from the target by about sqrt(p(1-p)/N) (1.1 points at 50 % over 2,000 requests)."
-  - Writes the file atomically (temporary file in the same directory, fsync, rename; mode and
-    owner of the previous file are kept), validates the whole nginx configuration with
-    C(nginx -t), then reloads nginx gracefully (SIGHUP to the master; old workers finish their
-    in-flight requests) and waits until the master has started new workers and the old workers
-    have stopped accepting connections, so every connection opened after the module returns
-    gets the new split (requests still in flight on an old keep-alive connection finish with the
-    old one).
-  - When validation or the reload fails, the previous file is put back (or the new one removed
-    if there was none), nginx keeps serving the previous split, and the module fails with
-    nginx's own message.
+  - "A change never goes live unchecked: the new file is first written beside O(conf_path) under a
+    hidden name that no C(include) glob picks up (C(.<file name>.XXXX.candidate); fsync; mode and
+    owner of the previous file), then C(nginx -t) checks the whole configuration with the candidate
+    in the place of the live file, through a test copy of O(nginx_conf) (see the notes). Only when
+    that passes is the candidate renamed over O(conf_path) (atomic), and nginx reloaded."
+  - The reload is graceful (SIGHUP to the master; old workers finish their in-flight requests);
+    the module waits until the master has started new workers and the old workers have stopped
+    accepting connections, so every connection opened after the module returns gets the new
+    split (requests still in flight on an old keep-alive connection finish with the old one).
+  - When C(nginx -t) fails, O(conf_path) was never touched (the candidate is removed), nginx keeps
+    serving the previous split, and the module fails with nginx's own message. When the reload
+    fails, the previous file is put back (or the new one removed if there was none).
+  - A run that was killed (timeout, lost connection, SIGKILL) leaves at most a candidate and a test
+    config behind, never a half-checked live file; the next run on the same file removes them
+    (with a warning).
   - Runs on the same app serialize on an C(flock) lock file next to O(conf_path)
     (C(.<file name>.lock)); the validate-and-reload step also takes a lock per directory so that
     two apps sharing one nginx do not validate each other's half-finished change.
@@ -76,6 +81,21 @@ options:
 notes:
   - Check mode computes the new file, the diff and the result, and touches nothing (it does not
     take the lock either, nor run C(nginx -t)).
+  - "How the candidate is tested: C(nginx -t -c <test config> [-p <nginx_prefix>]). The test
+    config is a copy of O(nginx_conf) in which every C(include) that reaches O(conf_path) (a glob
+    such as C(conf.d/*.conf), or an explicit path, at any depth) is spelled out file by file in
+    nginx's order, with the candidate in the place of O(conf_path); an included file on the way to
+    it is copied and rewritten the same way. It is written in the directory of O(nginx_conf),
+    because nginx resolves relative paths from the directory of the C(-c) file, as a hidden
+    C(.greenflow-nginx-test-*) file, and removed after the test. The C(pid) and log paths are
+    unchanged: C(nginx -t) opens the pid file without truncating or writing it, and the logs for
+    appending, so the running master's files keep their content."
+  - If no C(include) of O(nginx_conf) reaches O(conf_path), nginx does not load the file; then
+    C(nginx -t) checks the configuration as it is, and a warning says so.
+  - Every input is checked before anything is touched (not even the lock file). A server address
+    is written into the nginx file verbatim, so a line break, a tab or a non-ASCII character (such
+    as a digit of another script) anywhere in it is refused; shares given as strings take the
+    ASCII digits 0-9 only.
   - Run it on the load balancer host, as a user that can write O(conf_path) and signal nginx.
 extends_documentation_fragment:
   - greenflow.platform.nginx
@@ -222,12 +242,16 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.greenflow.platform.plugins.module_utils._atomic_file import (
     AtomicFileError,
     FileLock,
-    atomic_write,
     check_writable_dir,
+    discard,
+    install,
     lock_path_for,
     read_snapshot,
+    remove_leftovers,
     restore,
+    write_candidate,
 )
+from ansible_collections.greenflow.platform.plugins.module_utils import _nginx_test_config as test_config
 from ansible_collections.greenflow.platform.plugins.module_utils._nginx_upstream import (
     COLOURS,
     UpstreamError,
@@ -244,6 +268,13 @@ from ansible_collections.greenflow.platform.plugins.module_utils._nginx_upstream
     resolve_desired,
     upstream_names,
     validate_app,
+)
+from ansible_collections.greenflow.platform.plugins.module_utils._nginx_upstream import (
+    DEFAULT_FAIL_TIMEOUT,
+    DEFAULT_KEEPALIVE,
+    DEFAULT_MAX_FAILS,
+    check_int,
+    validate_settings,
 )
 
 
@@ -289,9 +320,12 @@ class Nginx:
         except (IOError, OSError):
             return {}
 
-    def test(self):
-        """nginx -t on the whole config; returns (ok, message)."""
-        rc, out, err = self.module.run_command(self.base_cmd() + ["-t"])
+    def test(self, conf=None):
+        """nginx -t on the whole config (or the test config ``conf``); returns (ok, message)."""
+        cmd = self.base_cmd()
+        if conf:
+            cmd[2] = conf  # the -c argument; -p stays, so the prefix-relative paths stay the same
+        rc, out, err = self.module.run_command(cmd + ["-t"])
         msg = "\n".join(x.strip() for x in (err, out) if x and x.strip())
         return rc == 0, msg
 
@@ -426,6 +460,14 @@ def main():
             normalize_pools(p["pools"])
         if p["shares"] is not None:
             normalize_shares(p["shares"])
+        # the values the file gets, or the defaults in their place (only to check the ranges here)
+        validate_settings(
+            DEFAULT_KEEPALIVE if p["keepalive"] is None else p["keepalive"],
+            DEFAULT_MAX_FAILS if p["max_fails"] is None else p["max_fails"],
+            DEFAULT_FAIL_TIMEOUT if p["fail_timeout"] is None else p["fail_timeout"],
+        )
+        p["lock_timeout"] = check_int(p["lock_timeout"], "lock_timeout", 0, 86400)
+        p["reload_timeout"] = check_int(p["reload_timeout"], "reload_timeout", 1, 3600)
     except UpstreamError as exc:
         module.fail_json(msg=str(exc))
     conf_path = p["conf_path"] or default_conf_path(app)
@@ -476,6 +518,13 @@ def main():
     except AtomicFileError as exc:
         module.fail_json(msg=str(exc), **result)
     try:
+        # Holding the lock, whatever is left of an earlier run on this file is a killed run's.
+        left = remove_leftovers(conf_path)
+        if p["validate"]:
+            left += test_config.remove_leftovers(p["nginx_conf"], conf_path)
+        if left:
+            module.warn("removed what an interrupted run left behind (the live file was never "
+                        "touched by it): %s" % ", ".join(left))
         run(module, p, app, conf_path, result)
     finally:
         app_lock.release()
@@ -529,7 +578,35 @@ def run(module, p, app, conf_path, result):
         dir_lock.release()
 
 
+def test_candidate(module, nginx, conf_path, candidate):
+    """nginx -t on the configuration with ``candidate`` in the place of ``conf_path``."""
+    tc = test_config.NginxTestConfig(nginx.conf, conf_path, candidate)
+    try:
+        try:
+            conf = tc.build()
+        except test_config.ConfigBuildError as exc:
+            return False, str(exc)
+        if conf is None:
+            module.warn(
+                "no include of %s reaches %s, so nginx does not load it: nginx -t checked the "
+                "configuration without it" % (nginx.conf, conf_path))
+        ok, msg = nginx.test(conf)
+        return ok, tc.translate(msg)
+    finally:
+        tc.cleanup()
+
+
 def apply_change(module, p, nginx, conf_path, before, new_text, result):
+    def unchanged(msg):
+        """Fail before anything went live."""
+        left = "" if discard(candidate) else " (the candidate %s is left; the next run removes it)" % candidate
+        msg += " The new version was not put in place: %s is unchanged%s%s; nginx keeps serving the previous split." % (
+            conf_path, "" if before.exists else " (still absent)", left)
+        result["changed"] = False
+        result["shares"] = result["previous_shares"]
+        result["pools"] = result["previous_pools"]
+        module.fail_json(msg=msg, **result)
+
     def give_back(msg):
         try:
             restore(conf_path, before)
@@ -551,21 +628,35 @@ def apply_change(module, p, nginx, conf_path, before, new_text, result):
         timings["total_seconds"] = round(time.monotonic() - started, 3)
         return time.monotonic()
 
+    # The new content goes live only by the rename below, after nginx -t passed on it: a run
+    # killed before that (e.g. during a slow nginx -t) leaves the live file as it was.
     try:
-        atomic_write(conf_path, new_text.encode("utf-8"), like=before)
+        candidate = write_candidate(conf_path, new_text.encode("utf-8"), like=before)
     except AtomicFileError as exc:
         module.fail_json(msg=str(exc), **result)
-    mark = lap("write_seconds", started)
-
-    if p["validate"]:
+    try:
+        mark = lap("write_seconds", started)
+        if p["validate"]:
+            try:
+                ok, msg = test_candidate(module, nginx, conf_path, candidate)
+            except Exception as exc:  # e.g. nginx binary missing
+                ok, msg = False, str(exc)
+            if not ok:
+                # nginx read the candidate under the live file's name (see test_candidate)
+                where = " (its line numbers in %s are those of the new version)" % conf_path if conf_path in msg else ""
+                unchanged("nginx -t failed with the new upstream file%s: %s." % (where, msg))
+            result["validated"] = True
+            mark = lap("validate_seconds", mark)
         try:
-            ok, msg = nginx.test()
-        except Exception as exc:  # e.g. nginx binary missing; the file must go back
-            ok, msg = False, str(exc)
-        if not ok:
-            give_back("nginx -t failed with the new upstream file: %s." % msg)
-        result["validated"] = True
-        mark = lap("validate_seconds", mark)
+            install(candidate, conf_path)
+        except AtomicFileError as exc:
+            unchanged(str(exc) + ".")
+        # the rename counts as writing
+        timings["write_seconds"] = round(timings["write_seconds"] + time.monotonic() - mark, 3)
+        timings["total_seconds"] = round(time.monotonic() - started, 3)
+        mark = time.monotonic()
+    finally:
+        discard(candidate)  # gone already once installed; on any way out before, not left behind
 
     if p["reload"]:
         pid, pid_file = nginx.master_pid()

@@ -93,3 +93,29 @@ def test_lock_serializes_and_times_out(tmp_path):
         lock.release()
     finally:
         proc.join(10)
+
+
+def test_candidate_is_hidden_beside_the_file_until_installed(tmp_path):
+    path = str(tmp_path / "a.conf")
+    with open(path, "w") as f:
+        f.write("old\n")
+    os.chmod(path, 0o640)
+    cand = af.write_candidate(path, b"new\n", like=af.read_snapshot(path))
+    name = os.path.basename(cand)
+    assert os.path.dirname(cand) == str(tmp_path) and name.startswith(".a.conf.") and name.endswith(".candidate")
+    assert open(path).read() == "old\n" and open(cand).read() == "new\n"
+    assert stat.S_IMODE(os.stat(cand).st_mode) == 0o640  # what is checked is what goes live
+    ino = os.stat(cand).st_ino
+    af.install(cand, path)
+    assert open(path).read() == "new\n" and os.stat(path).st_ino == ino
+    assert sorted(os.listdir(str(tmp_path))) == ["a.conf"]
+    assert af.discard(cand) is True  # already gone is fine
+
+
+def test_remove_leftovers_takes_only_this_files_candidates_and_temp_files(tmp_path):
+    path = str(tmp_path / "a.conf")
+    names = [".a.conf.x1.candidate", ".a.conf.y2.tmp", ".a.conf.lock", ".b.conf.z3.candidate", "a.conf"]
+    for n in names:
+        (tmp_path / n).write_text("")
+    assert af.remove_leftovers(path) == [".a.conf.x1.candidate", ".a.conf.y2.tmp"]
+    assert sorted(os.listdir(str(tmp_path))) == [".a.conf.lock", ".b.conf.z3.candidate", "a.conf"]
