@@ -42,8 +42,9 @@ options:
     type: int
   validate:
     description:
-      - Run C(nginx -t) on the whole configuration after writing the file; on failure the
-        previous file is restored.
+      - Check the new file with C(nginx -t) on the whole configuration before it is put in place
+        (nginx_upstream's notes tell how); on failure O(conf_path) is left as it was.
+      - With V(false) the new file is renamed into place unchecked.
     type: bool
     default: true
   reload:
@@ -59,8 +60,9 @@ options:
     default: nginx
   nginx_conf:
     description:
-      - Main configuration file of the nginx instance to drive, passed as C(-c) to C(nginx -t)
-        and read for its C(pid) directive.
+      - Main configuration file of the nginx instance to drive, read for its C(pid) directive. The
+        test configuration of a change (C(nginx -t -c)) is a copy of it, written for the test in its
+        directory, so that directory must be writable too.
     type: path
     default: /etc/nginx/nginx.conf
   nginx_prefix:
