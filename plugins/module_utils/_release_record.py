@@ -121,10 +121,16 @@ def begin(record, action, fields, now, stale_after, force=False):
     color = fields.get("color")
     if color not in COLORS:
         raise ReleaseRecordError("color must be blue or green, got %r" % (color,))
-    try:  # the record keeps env in clear: never a secret (the model's rule)
-        model.check_release_env(fields.get("env"))
-    except model.ReleaseModelError as exc:
-        raise ReleaseRecordError(str(exc))
+    fields = dict(fields)
+    if action == "deploy":
+        try:  # the record keeps env in clear: never a secret (the model's rule)
+            model.check_release_env(fields.get("env"))
+        except model.ReleaseModelError as exc:
+            raise ReleaseRecordError(str(exc))
+    elif fields.get("env"):
+        # A rollback puts back a deploy recorded earlier, maybe before the rule: it is never refused (it
+        # runs in an incident), and its own entry keeps the environment without the secret-looking keys.
+        fields["env"] = dict((k, v) for k, v in fields["env"].items() if not model.looks_secret(k))
     running = in_progress(record, now, stale_after)
     if running and not force:
         raise ReleaseRecordError(

@@ -67,8 +67,10 @@ options:
       - With O(action=begin), the release's own environment (C(release_env)), kept so that a rollback
         can redeploy the release exactly.
       - Secrets belong in swarm secrets (C(app_release_secrets)), not here - a key that looks like a secret
-        is refused, with O(action=begin) and also with O(action=read) (which only checks it, so that a
-        playbook can refuse before it changes anything). Looks like a secret - a word of the name (split on
+        is refused, with O(action=begin) and O(kind=deploy), and also with O(action=read) (which only checks
+        it, so that a playbook can refuse before it changes anything). A rollback (O(kind=rollback)) is never
+        refused - it puts back a deploy that may have been recorded before this rule - but its own entry
+        keeps the environment without the secret-looking keys. Looks like a secret - a word of the name (split on
         C(_), C(-), C(.)) contains C(PASSWORD), C(PASSWD), C(SECRET) or C(CREDENTIAL), is or ends with
         C(KEY) or C(TOKEN) (C(API_KEY), C(APIKEY), C(GITHUB_TOKEN), not C(KEYBOARD_LAYOUT)), or is C(PASS);
         case does not matter.
@@ -296,7 +298,8 @@ def main():
     p = module.params
     try:
         model.check_app(p["app"])
-        model.check_release_env(p["env"])  # before anything else: nothing is read or changed with a secret
+        if p["action"] == "read" or (p["action"] == "begin" and p["kind"] == "deploy"):
+            model.check_release_env(p["env"])  # before anything else: nothing is read or changed with a secret
     except model.ReleaseModelError as exc:
         module.fail_json(msg=str(exc))
     if p["keep"] < 10:

@@ -94,6 +94,16 @@ def test_the_record_refuses_to_store_a_secret():
     assert record["releases"] == []
 
 
+def test_a_rollback_is_never_refused_but_its_entry_drops_secret_looking_keys():
+    record = rr.empty_record("demo")
+    _deploy(record, "1", "blue")
+    record["releases"][0]["env"] = {"DB_PASSWORD": "old", "FEATURE_X": "on"}  # recorded before the rule
+    _deploy(record, "2", "green")
+    entry = rr.begin(record, "rollback", {"version": "1", "color": "blue", "restores": 1,
+                                          "env": dict(record["releases"][0]["env"])}, NOW, STALE)
+    assert entry["env"] == {"FEATURE_X": "on"}
+
+
 # ----------------------------------------------------------------- gates
 
 
