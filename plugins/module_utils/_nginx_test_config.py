@@ -41,7 +41,7 @@ import tempfile
 _SPACE = " \t\r\n"
 _ESCAPES = {'"': '"', "'": "'", "\\": "\\", "t": "\t", "r": "\r", "n": "\n"}
 _GLOB_CHARS = "*?["
-_MAX_DEPTH = 16
+_MAX_DEPTH = 32
 
 
 class ConfigBuildError(Exception):
@@ -190,6 +190,9 @@ class NginxTestConfig:
         self.written = []  # test files to remove
         self.stands_for = {candidate: self.live}  # test file -> the file it stands for
         self.reached = False
+        self.unreadable = None  # why the main config's includes could not be followed
+        self._done = {}  # real path -> its test copy (None: does not reach the live file)
+        self._stack = []  # real paths being rewritten (an include cycle stops there)
 
     def _is_live(self, path):
         return os.path.normpath(path) == self.live or os.path.realpath(path) == self.live_real
@@ -210,17 +213,33 @@ class NginxTestConfig:
             raise ConfigBuildError("cannot write the test configuration %s: %s" % (path, exc.strerror))
         return path
 
-    def _rewrite(self, path, depth):
-        """The text of ``path`` with the live file replaced, or None if it does not reach it."""
-        if depth > _MAX_DEPTH:
+    def _copy_of(self, path):
+        """The test copy of included file ``path`` if it reaches the live file, else None.
+
+        Each file is read once (a file included from several places gets one copy), and a file
+        that includes itself, directly or not, is not followed again: nginx -t reports the loop.
+        """
+        real = os.path.realpath(path)
+        if real in self._done:
+            return self._done[real]
+        if real in self._stack or len(self._stack) > _MAX_DEPTH:
             return None
+        self._stack.append(real)
         try:
-            with open(path, "r") as f:
-                text = f.read()
-            found = statements(text)
+            text = self._rewrite(path)
         except (IOError, OSError, UnicodeDecodeError, ConfSyntaxError):
-            # nginx -t reads it itself and reports what is wrong with it
-            return None
+            text = None  # nginx -t reads it itself and reports what is wrong with it
+        finally:
+            self._stack.pop()
+        copy = None if text is None else self._write(text, path)
+        self._done[real] = copy
+        return copy
+
+    def _rewrite(self, path):
+        """The text of ``path`` with the live file replaced, or None if it does not reach it."""
+        with open(path, "r") as f:
+            text = f.read()
+        found = statements(text)
         edits = []
         for words, start, end in found:
             if words[0] != "include" or len(words) != 2:
@@ -238,11 +257,11 @@ class NginxTestConfig:
                     parts.append(self.candidate)
                     touched = True
                     continue
-                sub = self._rewrite(f, depth + 1) if os.path.isfile(f) else None
-                if sub is None:
+                copy = self._copy_of(f) if os.path.isfile(f) else None
+                if copy is None:
                     parts.append(f)
                 else:
-                    parts.append(self._write(sub, f))
+                    parts.append(copy)
                     touched = True
             if touched:
                 # same line count, so nginx's line numbers after this directive stay right
@@ -256,8 +275,17 @@ class NginxTestConfig:
 
     def build(self):
         """Write the test configuration; returns its main file, or None when no include of the
-        main config (directly or through included files) reaches the live file."""
-        text = self._rewrite(self.main_conf, 0)
+        main config (directly or through included files) reaches the live file, or when the main
+        config's includes cannot be followed (``unreadable`` says why; nginx -t on the real
+        config then reports the error, if it is one)."""
+        self._stack.append(os.path.realpath(self.main_conf))
+        try:
+            text = self._rewrite(self.main_conf)
+        except (IOError, OSError) as exc:
+            raise ConfigBuildError("cannot read %s: %s" % (self.main_conf, exc.strerror))
+        except (UnicodeDecodeError, ConfSyntaxError) as exc:
+            self.unreadable = str(exc)
+            return None
         if text is None:
             return None
         self.reached = True

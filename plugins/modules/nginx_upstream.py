@@ -91,7 +91,9 @@ notes:
     unchanged: C(nginx -t) opens the pid file without truncating or writing it, and the logs for
     appending, so the running master's files keep their content."
   - If no C(include) of O(nginx_conf) reaches O(conf_path), nginx does not load the file; then
-    C(nginx -t) checks the configuration as it is, and a warning says so.
+    C(nginx -t) checks the configuration as it is, and a warning says so. The same happens when
+    the module cannot follow the includes of O(nginx_conf) (e.g. an unbalanced quote, which
+    C(nginx -t) then reports).
   - Every input is checked before anything is touched (not even the lock file). A server address
     is written into the nginx file verbatim, so a line break, a tab or a non-ASCII character (such
     as a digit of another script) anywhere in it is refused; shares given as strings take the
@@ -586,7 +588,11 @@ def test_candidate(module, nginx, conf_path, candidate):
             conf = tc.build()
         except test_config.ConfigBuildError as exc:
             return False, str(exc)
-        if conf is None:
+        if conf is None and tc.unreadable:
+            module.warn(
+                "could not follow the includes of %s (%s), so nginx -t checked the configuration "
+                "as it is, without the new content of %s" % (nginx.conf, tc.unreadable, conf_path))
+        elif conf is None:
             module.warn(
                 "no include of %s reaches %s, so nginx does not load it: nginx -t checked the "
                 "configuration without it" % (nginx.conf, conf_path))

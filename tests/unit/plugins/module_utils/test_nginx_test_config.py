@@ -122,6 +122,29 @@ def test_a_file_on_the_way_is_rewritten_too_and_messages_name_the_real_files(tre
     assert [n for n in os.listdir(str(tree["conf"])) if n.startswith(".")] == []
 
 
+def test_include_loops_end_and_a_file_included_twice_gets_one_copy(tree):
+    # every file of conf.d includes the whole of conf.d (nginx itself would loop): followed once
+    for name in ("a.conf", "z.conf"):
+        (tree["conf"] / "conf.d" / name).write_text("include conf.d/*.conf;\n")
+    (tree["conf"] / "sites.conf").write_text("include conf.d/*.conf;\n")
+    tree["main"].write_text("http { include sites.conf; include sites.conf; }\n")
+    cfg, path = build(tree)
+    copies = dict((cfg.stands_for[p], p) for p in cfg.written if p != path)
+    assert sorted(os.path.basename(k) for k in copies) == ["a.conf", "sites.conf", "z.conf"]
+    sites = copies[str(tree["conf"] / "sites.conf")]
+    assert open(path).read() == 'http { include "%s"; include "%s"; }\n' % (sites, sites)
+    cfg.cleanup()
+
+
+def test_a_main_config_that_cannot_be_read(tree):
+    tree["main"].write_text('http { include "conf.d/*.conf; }\n')
+    cfg, path = build(tree)
+    assert path is None and "unbalanced" in cfg.unreadable and cfg.written == []
+    tree["main"].unlink()
+    with pytest.raises(tc.ConfigBuildError, match="cannot read .*nginx.conf"):
+        build(tree)
+
+
 def test_not_reached_builds_nothing(tree):
     tree["main"].write_text("events {}\nhttp { include other.d/*.conf; }\n")
     cfg, path = build(tree)

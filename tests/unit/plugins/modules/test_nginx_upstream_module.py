@@ -159,3 +159,14 @@ def test_validate_false_skips_nginx_t(env):
     (env["tmp"] / "fail").write_text("")
     res = run(env["args"](pools=POOLS, shares={"blue": 100}, validate=False, reload=False))
     assert res["changed"] and res["validated"] is False and env["conf"].exists()
+
+
+def test_a_main_config_the_module_cannot_follow_is_tested_as_it_is_with_a_warning(env):
+    (env["tmp"] / "nginx.conf").write_text('events {}\nhttp { include "conf.d/*.conf; }\n')
+    res = run(env["args"](pools=POOLS, shares={"blue": 100}, reload=False))
+    assert res["changed"] and "could not follow the includes" in json.dumps(res["warnings"]), res
+    assert json.loads((env["tmp"] / "tested.json").read_text())["conf"] == str(env["tmp"] / "nginx.conf")
+    os.unlink(str(env["tmp"] / "nginx.conf"))
+    res = run(env["args"](shares={"blue": 50, "green": 50}))
+    assert res["failed"] and "cannot read %s" % (env["tmp"] / "nginx.conf") in res["msg"], res
+    assert "is unchanged;" in res["msg"] and hidden_leftovers(env) == []
