@@ -50,7 +50,7 @@ options:
   reload:
     description:
       - Reload nginx (SIGHUP to the master read from the pid file) after a change.
-      - If nginx is not running the file is still written and validated, RV(reloaded) is
+      - If nginx is not running the file is still written and validated, C(reloaded) is
         false and a warning says so.
     type: bool
     default: true
