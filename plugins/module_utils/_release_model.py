@@ -76,7 +76,7 @@ def nginx_id(app):
 
 
 def check_owner(file_app, app):
-    """Refuse to manage a file (or record) that belongs to another app; ``file_app`` None is new."""
+    """Refuse to manage an nginx file that belongs to another app; ``file_app`` None: a new file."""
     if file_app is None or file_app == app:
         return
     if _valid(file_app) and nginx_id(file_app) == nginx_id(app):
