@@ -207,7 +207,7 @@ class NginxTestConfig:
         self.written.append(path)
         self.stands_for[path] = stands_for
         try:
-            with os.fdopen(fd, "w") as f:
+            with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
                 f.write(text)
         except (IOError, OSError) as exc:
             raise ConfigBuildError("cannot write the test configuration %s: %s" % (path, exc.strerror))
@@ -227,7 +227,7 @@ class NginxTestConfig:
         self._stack.append(real)
         try:
             text = self._rewrite(path)
-        except (IOError, OSError, UnicodeDecodeError, ConfSyntaxError):
+        except (IOError, OSError, ConfSyntaxError):
             text = None  # nginx -t reads it itself and reports what is wrong with it
         finally:
             self._stack.pop()
@@ -237,7 +237,9 @@ class NginxTestConfig:
 
     def _rewrite(self, path):
         """The text of ``path`` with the live file replaced, or None if it does not reach it."""
-        with open(path, "r") as f:
+        # any bytes round-trip (surrogateescape): a copy must say what the original says,
+        # whatever the encoding of its comments and whatever the locale the module runs in
+        with open(path, "r", encoding="utf-8", errors="surrogateescape") as f:
             text = f.read()
         found = statements(text)
         edits = []
@@ -283,7 +285,7 @@ class NginxTestConfig:
             text = self._rewrite(self.main_conf)
         except (IOError, OSError) as exc:
             raise ConfigBuildError("cannot read %s: %s" % (self.main_conf, exc.strerror))
-        except (UnicodeDecodeError, ConfSyntaxError) as exc:
+        except ConfSyntaxError as exc:
             self.unreadable = str(exc)
             return None
         if text is None:

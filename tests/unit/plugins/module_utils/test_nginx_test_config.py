@@ -145,6 +145,15 @@ def test_a_main_config_that_cannot_be_read(tree):
         build(tree)
 
 
+def test_copies_keep_every_byte(tree):
+    raw = b"# caf\xe9 in latin-1, \xff\nevents {}\nhttp { include conf.d/*.conf; }\n"
+    tree["main"].write_bytes(raw)
+    cfg, path = build(tree)
+    with open(path, "rb") as f:
+        assert f.read().startswith(b"# caf\xe9 in latin-1, \xff\nevents {}\nhttp { include ")
+    cfg.cleanup()
+
+
 def test_not_reached_builds_nothing(tree):
     tree["main"].write_text("events {}\nhttp { include other.d/*.conf; }\n")
     cfg, path = build(tree)
