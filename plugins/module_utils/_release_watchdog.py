@@ -1,0 +1,77 @@
+# -*- coding: utf-8 -*-
+# Copyright: greenflow platform engineers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One pass of the load balancer's release watchdog over the release records.
+
+For every record in the records directory, every in-progress entry whose cutover lease ran out
+(_release_lease.expired) gets all its traffic put back on the colour the cutover came from, then the
+entry is closed as failed with "controller lost". The nginx switch itself is passed in
+(``put_back(app, lease)``, returning a short description or raising), so that this pass is the same
+whatever switches nginx, and testable on its own.
+
+Order and locks: the record's lock is held from the re-read to the write, so that a controller that
+comes back cannot renew in between (its renewal waits for the lock, then finds the lease lost). When the
+switch fails, the entry stays as it is and the next pass tries again: the record never says traffic was
+put back when it was not.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import glob
+import os
+
+from ansible_collections.greenflow.platform.plugins.module_utils import _release_lease as lease_mod
+from ansible_collections.greenflow.platform.plugins.module_utils import _release_record as rr
+from ansible_collections.greenflow.platform.plugins.module_utils._atomic_file import (
+    AtomicFileError, FileLock, atomic_write, lock_path_for, read_snapshot)
+
+
+def record_files(directory):
+    """The release records in ``directory`` (one <app>.json each)."""
+    return sorted(path for path in glob.glob(os.path.join(directory, "*.json")) if os.path.isfile(path))
+
+
+def _app_of(path):
+    return os.path.basename(path)[:-len(".json")]
+
+
+def _load(path):
+    snapshot = read_snapshot(path)
+    return snapshot, rr.parse_record(snapshot.text(), _app_of(path))
+
+
+def scan(directory, now, put_back, log, lock_timeout=5.0):
+    """One pass. Returns a list of (app, entry id, outcome text) for what it acted on."""
+    acted = []
+    for path in record_files(directory):
+        try:
+            _snapshot, record = _load(path)     # without the lock first: most passes find nothing to do
+        except (AtomicFileError, rr.ReleaseRecordError) as exc:
+            log("cannot read %s: %s" % (path, exc))
+            continue
+        if not lease_mod.expired(record, now()):
+            continue
+        try:
+            with FileLock(lock_path_for(path), timeout=lock_timeout):
+                snapshot, record = _load(path)
+                for entry in lease_mod.expired(record, now()):
+                    acted.append(_take_over(path, record, snapshot, entry, now, put_back, log))
+        except (AtomicFileError, rr.ReleaseRecordError) as exc:
+            log("%s: %s" % (path, exc))
+    return acted
+
+
+def _take_over(path, record, snapshot, entry, now, put_back, log):
+    app, lease = record["app"], entry["lease"]
+    try:
+        done = put_back(app, lease)
+    except Exception as exc:  # pylint: disable=broad-except  # any failure: log it, keep the entry, try again
+        log("%s entry %s: lease ran out, but putting traffic back on %s failed (next pass tries again): %s"
+            % (app, entry["id"], lease["from_color"], exc))
+        return (app, entry["id"], "put-back failed: %s" % exc)
+    lease_mod.mark_lost(entry, now(), done)
+    atomic_write(path, rr.dump_record(record).encode("utf-8"), like=snapshot, default_mode=0o640)
+    log("%s entry %s: %s" % (app, entry["id"], entry["reason"]))
+    return (app, entry["id"], entry["reason"])
