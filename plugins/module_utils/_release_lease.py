@@ -71,8 +71,8 @@ def grant(entry, holder, from_color, to_color, ttl, now):
     if lease and lease.get("state") == LOST:
         raise LeaseError(_lost_text(lease))
     if lease and lease.get("state") == HELD and lease.get("holder") != holder and now <= lease["expires_epoch"]:
-        raise LeaseError("the lease of entry %s is held by %s until %.0f" % (entry.get("id"), lease["holder"],
-                                                                            lease["expires_epoch"]))
+        raise LeaseError("the lease of entry %s is held by %s until %.0f"
+                         % (entry.get("id"), lease["holder"], lease["expires_epoch"]))
     lease = {"holder": holder, "from_color": from_color, "to_color": to_color, "ttl": ttl,
              "granted_epoch": now, "renewed_epoch": now, "expires_epoch": now + ttl, "state": HELD}
     entry["lease"] = lease
