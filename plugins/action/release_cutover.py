@@ -15,6 +15,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -23,6 +24,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 from ansible_collections.greenflow.platform.plugins.module_utils import _cutover_gates as gates_mod
+from ansible_collections.greenflow.platform.plugins.module_utils import _release_lease as lease_mod
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_model as model
 from ansible_collections.greenflow.platform.plugins.module_utils._traffic_stats import (
     candidate_view,
@@ -33,6 +35,9 @@ display = Display()
 COLOURS = model.COLOURS
 UPSTREAM_MODULE = "greenflow.platform.nginx_upstream"
 WINDOW_MODULE = "greenflow.platform.traffic_window"
+RECORD_MODULE = "greenflow.platform.release_record"
+# what the load balancer's watchdog needs to switch the same nginx the cutover switches
+LEASE_NGINX = ("conf_path", "nginx_bin", "nginx_conf", "nginx_prefix", "nginx_pid", "lock_timeout", "reload_timeout")
 MAX_WAIT_LIMIT = 3600
 NGINX_PASS_THROUGH = ("conf_path", "nginx_bin", "nginx_conf", "nginx_prefix", "nginx_pid",
                       "keepalive", "max_fails", "fail_timeout", "validate", "reload",
@@ -61,6 +66,9 @@ ARGUMENT_SPEC = dict(
     reload=dict(type="bool"),
     lock_timeout=dict(type="int"),
     reload_timeout=dict(type="int"),
+    record_entry=dict(type="int"),
+    record_path=dict(type="path"),
+    lease_ttl=dict(type="float", default=10.0),
 )
 # steps, their timing and the gates: types and defaults from the release model (documented by the doc
 # fragment greenflow.platform.gates, which a unit test keeps equal to it)
@@ -69,6 +77,10 @@ ARGUMENT_SPEC.update(model.gate_argument_spec())
 
 class ControllerGone(Exception):
     """The ansible-playbook process that started this cutover no longer exists."""
+
+
+class LeaseLost(Exception):
+    """The cutover's lease on the load balancer ran out: the watchdog there put traffic back."""
 
 
 def _now_iso(epoch=None):
@@ -115,6 +127,10 @@ def check_options(args):
     if not 0 <= args["max_wait_seconds"] <= MAX_WAIT_LIMIT:
         problems.append("max_wait_seconds must be between 0 and %d, got %r"
                         % (MAX_WAIT_LIMIT, args["max_wait_seconds"]))
+    lease_ttl = args.get("lease_ttl", lease_mod.DEFAULT_TTL)
+    if not lease_mod.MIN_TTL <= lease_ttl <= lease_mod.MAX_TTL:
+        problems.append("lease_ttl must be between %g and %g seconds, got %r"
+                        % (lease_mod.MIN_TTL, lease_mod.MAX_TTL, lease_ttl))
     if not args["health_timeout"] > 0:
         problems.append("health_timeout must be > 0, got %r" % args["health_timeout"])
     for url in args["health_urls"]:
@@ -177,6 +193,9 @@ class ActionModule(ActionBase):
         # ansible-playbook's workers run in sessions of their own: when the controller is killed
         # (SIGKILL, no clean-up), this worker goes on. It must not move traffic on its own then.
         self._controller_pid = os.getppid()
+        # who holds the cutover's lease on the load balancer (one ansible-playbook run on one controller)
+        self._holder = "%s:%d" % (socket.gethostname(), self._controller_pid)
+        self._lease_renewed = 0.0
         self._supports_check_mode = True
         self._supports_async = False
         result = super(ActionModule, self).run(tmp, task_vars)
@@ -214,6 +233,42 @@ class ActionModule(ActionBase):
         res = self._execute_module(module_name=module, module_args=module_args,
                                    task_vars=self._task_vars)
         return res
+
+    # -- the lease on the load balancer (record_entry given) ----------------------------------------
+    def _lease(self, action):
+        """lease / renew / release on the release record; raises LeaseLost or AnsibleActionFail."""
+        a = self._args
+        if a.get("record_entry") is None:
+            return
+        args = {"app": a["app"], "action": action, "id": a["record_entry"], "holder": self._holder}
+        if a.get("record_path"):
+            args["path"] = a["record_path"]
+        if action == "lease":
+            args["lease_ttl"] = a["lease_ttl"]
+            args["lease_nginx"] = dict((k, a[k]) for k in LEASE_NGINX if a.get(k) is not None)
+        res = self._run(RECORD_MODULE, args)
+        if res.get("failed"):
+            if res.get("lease_lost"):
+                raise LeaseLost(res.get("msg"))
+            raise AnsibleActionFail("release_cutover: %s of the lease on entry %s failed%s: %s"
+                                    % (action, a["record_entry"],
+                                       " (no traffic was moved)" if action == "lease" else "", res.get("msg")))
+        self._lease_renewed = time.monotonic()
+
+    def _renew_lease(self, now=False):
+        """Renew when a third of the ttl has gone by (``now``: at once, e.g. right before a switch)."""
+        if self._args.get("record_entry") is None:
+            return
+        if now or time.monotonic() - self._lease_renewed >= self._args["lease_ttl"] / 3.0:
+            self._lease("renew")
+
+    def _release_lease(self):
+        """The cutover ended by itself: nothing for the watchdog to guard (a failure only warns: the
+        playbook closes the entry next, and the watchdog never acts on a closed entry)."""
+        try:
+            self._lease("release")
+        except (LeaseLost, AnsibleActionFail) as exc:
+            display.warning("release_cutover %s: %s" % (self._args["app"], exc))
 
     def _check_controller(self):
         if os.getppid() != self._controller_pid:
@@ -308,8 +363,16 @@ class ActionModule(ActionBase):
             display.display("release_cutover %s: preflight failed, nothing moved" % a["app"])
             return out
 
-        display.display("release_cutover %s: %s -> %s, steps %s, %gs each"
-                        % (a["app"], from_c, to_c, steps, a["step_seconds"]))
+        # from here on traffic moves: the load balancer's watchdog puts it back if this run is lost
+        try:
+            self._lease("lease")
+        except LeaseLost as exc:
+            raise AnsibleActionFail("release_cutover %s: cannot take the lease (no traffic was moved): %s"
+                                    % (a["app"], exc))
+        display.display("release_cutover %s: %s -> %s, steps %s, %gs each%s"
+                        % (a["app"], from_c, to_c, steps, a["step_seconds"],
+                           (", lease %gs on entry %s" % (a["lease_ttl"], a["record_entry"]))
+                           if a.get("record_entry") is not None else ""))
         # Each window starts where the previous read stopped (before the new shares are set):
         # no request of the step is missed; the few of the previous split it may include are
         # attributed to the pool that really answered them.
@@ -321,6 +384,13 @@ class ActionModule(ActionBase):
             try:
                 verdict = self._run_step(step, attribution, thresholds)
                 position = step.get("end_position") or position
+            except LeaseLost as exc:
+                # the watchdog on the load balancer took over (this run was cut off longer than the
+                # lease): it put traffic back and closed the entry; nothing more to do here
+                out.update(failed=True, changed=True, reverted=True, shares=self._shares(0),
+                           msg="release_cutover %s: lost the lease at step %d: %s" % (a["app"], index, exc))
+                display.error(out["msg"])
+                return out
             except ControllerGone:
                 # nobody is left to report to: stop where traffic is, change nothing more (the
                 # release record says in_progress; rollback.yml -e release_force=true resolves it)
@@ -335,6 +405,7 @@ class ActionModule(ActionBase):
             self._show(step)
             if verdict != gates_mod.PASS:
                 return self._revert_and_fail(out, step, "; ".join(step.get("reasons") or []))
+        self._release_lease()
         out["shares"] = self._shares(100)
         out["seconds"] = round(time.time() - start, 3)
         out["msg"] = ("release_cutover %s: all traffic on %s after %d steps in %.0f s"
@@ -352,6 +423,7 @@ class ActionModule(ActionBase):
                                         % (a["log_path"], mark.get("msg")))
             step["position"] = mark.get("position")
         self._check_controller()
+        self._renew_lease(now=True)
         set_res = self._run(UPSTREAM_MODULE, self._nginx_args(step["shares"]))
         t0 = time.monotonic()
         step["started_epoch"] = round(time.time(), 3)
@@ -379,6 +451,7 @@ class ActionModule(ActionBase):
         waiting_shown = False
         while True:
             self._check_controller()
+            self._renew_lease()
             poll_start = time.monotonic()
             # the probes run while the log is read on the load balancer
             probes = self._probe_pool.submit(probe_health, a["health_urls"],
@@ -479,6 +552,7 @@ class ActionModule(ActionBase):
                    _ms(thresholds["max_p95_ms"]), thresholds["min_requests"],
                    _pct(thresholds["abort_error_rate"]), _ms(thresholds["abort_p95_ms"])))
         if revert["ok"]:
+            self._release_lease()
             out["reverted"] = True
             out["shares"] = shares
             out["msg"] = head + " Traffic is back on %s (100 %%)." % from_c

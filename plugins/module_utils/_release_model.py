@@ -242,6 +242,12 @@ def _who(entry):
         entry.get("started_at") or "?")
 
 
+def last_seen(entry):
+    """When an open entry's run last showed life: its start, or its cutover's last lease renewal."""
+    lease = entry.get("lease") or {}
+    return max(entry.get("started_epoch") or 0, lease.get("renewed_epoch") or 0)
+
+
 def reconcile(live, rollback_target, open_entry, nginx_shares, now, stale_after):
     """The plan for the next deploy or rollback, from the record's state and nginx's split.
 
@@ -272,7 +278,7 @@ def reconcile(live, rollback_target, open_entry, nginx_shares, now, stale_after)
     shares = _shares(nginx_shares)
     live_color = (live or {}).get("color") or ""
     live_share = shares[live_color] if (shares and live_color) else 0
-    stale = bool(open_entry) and now - (open_entry.get("started_epoch") or 0) >= stale_after
+    stale = bool(open_entry) and now - last_seen(open_entry) >= stale_after
     lock = "free" if not open_entry else ("stale" if stale else "held")
 
     if not live:

@@ -70,6 +70,14 @@ def _by_id(record):
     return dict((entry["id"], entry) for entry in record["releases"])
 
 
+def entry(record, entry_id):
+    """Entry ``entry_id``; raises ReleaseRecordError when the record has none."""
+    found = _by_id(record).get(entry_id)
+    if found is None:
+        raise ReleaseRecordError("the release record has no entry %r" % (entry_id,))
+    return found
+
+
 def live_stack(record):
     """The ids of the deploys that rollbacks can walk back through, the live one last."""
     stack = []
@@ -96,10 +104,11 @@ def rollback_target(record):
 
 
 def in_progress(record, now, stale_after):
-    """The newest entry still in progress and younger than ``stale_after`` seconds, or None."""
-    for entry in reversed(record["releases"]):
-        if entry["outcome"] == "in_progress" and now - entry.get("started_epoch", 0) < stale_after:
-            return entry
+    """The newest entry still in progress that showed life (start, lease renewal) in the last
+    ``stale_after`` seconds, or None."""
+    for candidate in reversed(record["releases"]):
+        if candidate["outcome"] == "in_progress" and now - model.last_seen(candidate) < stale_after:
+            return candidate
     return None
 
 

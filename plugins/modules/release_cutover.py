@@ -106,6 +106,25 @@ options:
     description: The JSON access log on the load balancer (see M(greenflow.platform.traffic_window)).
     type: path
     required: true
+  record_entry:
+    description:
+      - The in-progress entry of the release record (M(greenflow.platform.release_record), its C(entry.id)) this
+        cutover belongs to. Given, the cutover holds a lease on it on the load balancer from its first switch
+        on, renews it at its polls (a third of O(lease_ttl) apart at most, and right before every switch) and
+        ends it when it is done. If the controller is lost (killed, Ctrl-C, network down), the lease runs out
+        and the load balancer's release watchdog (role C(nginx_lb)) puts all traffic back on O(from_color)
+        by itself and records the entry as failed ("controller lost"). A cutover that finds its lease lost
+        stops without touching nginx. Not given - no lease, no watchdog.
+    type: int
+  record_path:
+    description: The release record file, when not the module's default (C(/var/lib/greenflow/releases/<app>.json)).
+    type: path
+  lease_ttl:
+    description:
+      - Seconds the lease is good for after each renewal (3 to 300). Traffic is back on O(from_color) at most
+        about this long (plus the watchdog's interval) after the controller was lost.
+    type: float
+    default: 10
 notes:
   - Check mode prints and returns the plan (RV(plan)) and moves no traffic.
   - The task's duration is bounded - at most about len(steps) x (O(step_seconds) +

@@ -31,8 +31,13 @@ options:
       - C(read) returns the record and changes nothing.
       - C(begin) appends an in-progress entry (the lock) and returns it with its O(id).
       - C(finish) closes entry O(id) with O(outcome).
+      - C(lease) takes the cutover's lease on the in-progress entry O(id) for O(holder) (good for O(lease_ttl)
+        seconds), C(renew) extends it, C(release) ends it (the cutover ended by itself). While a lease is
+        held and has not run out, the load balancer's release watchdog (role C(nginx_lb)) leaves the entry
+        alone; once it runs out, the watchdog puts all traffic back on the entry's O(previous_color) and
+        closes the entry as failed ("controller lost"). A renewal after that is refused. docs/cutover.md.
     type: str
-    choices: [read, begin, finish]
+    choices: [read, begin, finish, lease, renew, release]
     default: read
   path:
     description: The record file. Defaults to C(/var/lib/greenflow/releases/<app>.json).
@@ -100,8 +105,23 @@ options:
         C(polls) and the log positions of each step are left out).
     type: list
     elements: dict
+  holder:
+    description: With O(action=lease), O(action=renew) and O(action=release), who holds the lease (the cutover's controller).
+    type: str
+  lease_ttl:
+    description: With O(action=lease), seconds each renewal is good for (3 to 300).
+    type: float
+    default: 10
+  lease_nginx:
+    description:
+      - With O(action=lease), the nginx instance the cutover switches (the options of
+        M(greenflow.platform.nginx_upstream) - C(conf_path), C(nginx_conf), C(nginx_bin), ...), so that the
+        watchdog puts traffic back on the same one. Empty - the module's defaults.
+    type: dict
   stale_after:
-    description: Seconds after which an entry still in progress no longer blocks a new one.
+    description:
+      - Seconds after which an entry still in progress no longer blocks a new one, counted from its start or
+        its cutover's last lease renewal, whichever is later.
     type: int
     default: 7200
   force:
@@ -149,9 +169,24 @@ EXAMPLES = r"""
     action: finish
     id: "{{ demo_entry.entry.id }}"
     outcome: succeeded
+
+- name: The cutover's lease on entry 7 (the release_cutover action does this itself when given record_entry)
+  greenflow.platform.release_record:
+    app: demo
+    action: lease
+    id: 7
+    holder: "controller-1:4242"
+    lease_ttl: 10
 """
 
 RETURN = r"""
+lease_lost:
+  description:
+    - Set (true) when O(action=lease), O(action=renew) or O(action=release) failed because the lease is not the
+      holder's any more - it ran out, and the load balancer's watchdog put traffic back.
+  returned: on such a failure
+  type: bool
+  sample: true
 live:
   description: The deploy entry serving traffic now; empty before the first successful deploy.
   returned: always
@@ -212,6 +247,7 @@ from datetime import datetime, timezone
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_model as model
+from ansible_collections.greenflow.platform.plugins.module_utils import _release_lease as lease_mod
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_record as rr
 from ansible_collections.greenflow.platform.plugins.module_utils._atomic_file import (
     AtomicFileError, FileLock, atomic_write, check_writable_dir, lock_path_for, read_snapshot)
@@ -259,6 +295,8 @@ def _change(module, record, now):
         fields = dict((name, p[name]) for name in ("version", "image", "color", "previous_color", "user", "restores", "env"))
         fields["started_at"] = _now_iso(now)
         return rr.begin(record, p["kind"], fields, now, p["stale_after"], p["force"])
+    if p["action"] in ("lease", "renew", "release"):
+        return _lease(module, record, now)
     if p["id"] is None or not p["outcome"]:
         module.fail_json(msg="action=finish needs id and outcome")
     fields = {"finished_at": _now_iso(now), "reason": p["reason"]}
@@ -269,11 +307,28 @@ def _change(module, record, now):
     return rr.finish(record, p["id"], p["outcome"], fields)
 
 
+def _lease(module, record, now):
+    p = module.params
+    if p["id"] is None or not p["holder"]:
+        module.fail_json(msg="action=%s needs id and holder" % p["action"])
+    entry = rr.entry(record, p["id"])
+    if p["action"] == "lease":
+        if not entry.get("previous_color"):
+            raise lease_mod.LeaseError("entry %s has no previous colour: a first release holds no lease" % p["id"])
+        lease_mod.grant(entry, p["holder"], entry["previous_color"], entry["color"], p["lease_ttl"], now)
+        entry["lease"]["nginx"] = dict(p["lease_nginx"] or {})
+    elif p["action"] == "renew":
+        lease_mod.renew(entry, p["holder"], now)
+    else:
+        lease_mod.finish(entry, p["holder"], now)
+    return entry
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             app=dict(type="str", required=True),
-            action=dict(type="str", choices=["read", "begin", "finish"], default="read"),
+            action=dict(type="str", choices=["read", "begin", "finish", "lease", "renew", "release"], default="read"),
             path=dict(type="path"),
             kind=dict(type="str", choices=["deploy", "rollback"], default="deploy"),
             version=dict(type="str"),
@@ -288,6 +343,9 @@ def main():
             outcome=dict(type="str", choices=["succeeded", "failed"]),
             reason=dict(type="str"),
             timeline=dict(type="list", elements="dict"),
+            holder=dict(type="str"),
+            lease_ttl=dict(type="float", default=10),
+            lease_nginx=dict(type="dict"),
             stale_after=dict(type="int", default=7200),
             force=dict(type="bool", default=False),
             keep=dict(type="int", default=200),
@@ -331,6 +389,8 @@ def main():
         finally:
             if lock:
                 lock.release()
+    except lease_mod.LeaseError as exc:
+        module.fail_json(msg="release record %s: %s" % (path, exc), lease_lost=True)
     except (rr.ReleaseRecordError, AtomicFileError, OSError) as exc:
         module.fail_json(msg="release record %s: %s" % (path, exc))
     module.exit_json(changed=True, path=path, entry=_without_env(entry), **_summary(record, now, p))

@@ -248,8 +248,10 @@ def test_interrupted_deploy_is_undone_by_a_forced_rollback(release_lab):
     lab = release_lab
     # live: 1 on blue. A deploy of 2 is killed (controller and all) while green has its first 5 %.
     with LoadGen(lab.url("/version"), rate=60, threads=4, max_requests=60 * 300, max_seconds=300) as load:
+        # a lease longer than this test: the LB's watchdog stays out of it (the next test is about it)
         deploy = lab.playbook_background("playbooks/deploy.yml", "-e", "release_version=2",
-                                         "-e", "cutover_step_seconds=120", "-e", "cutover_min_requests=5")
+                                         "-e", "cutover_step_seconds=120", "-e", "cutover_min_requests=5",
+                                         "-e", "cutover_lease_ttl=300")
         deadline = time.monotonic() + 240
         while nginx_shares(lab).get("green", 0) == 0:
             assert deploy.poll() is None, "the deploy ended before it moved traffic:\n" + deploy.stdout.read()[-3000:]
@@ -275,6 +277,39 @@ def test_interrupted_deploy_is_undone_by_a_forced_rollback(release_lab):
     entry = last_entry(lab)
     assert (entry["action"], entry["version"], entry["outcome"]) == ("deploy", "2", "failed")
     assert "interrupted" in entry["reason"], entry["reason"]
+
+
+@pytest.mark.parametrize("sig, at_share", [(signal.SIGINT, 5), (signal.SIGKILL, 25)],
+                         ids=["sigint-at-step-1", "sigkill-at-step-2"])
+def test_lost_controller_the_lb_watchdog_puts_traffic_back(release_lab, sig, at_share):
+    lab = release_lab
+    # live: 1 on blue. A deploy of 2 loses its controller (Ctrl-C, or killed with all its workers) at a
+    # step: nobody runs rollback.yml; the load balancer's watchdog acts once the lease (10 s) runs out.
+    with LoadGen(lab.url("/version"), rate=60, threads=4, max_requests=60 * 300, max_seconds=300) as load:
+        deploy = lab.playbook_background("playbooks/deploy.yml", "-e", "release_version=2",
+                                         "-e", "cutover_step_seconds=20", "-e", "cutover_min_requests=5")
+        deadline = time.monotonic() + 240
+        while nginx_shares(lab).get("green", 0) != at_share:
+            assert deploy.poll() is None, "the deploy ended before green had %d %%:\n%s" % (
+                at_share, deploy.stdout.read()[-3000:])
+            assert time.monotonic() < deadline, "the deploy never gave green %d %%" % at_share
+            time.sleep(0.2)
+        os.killpg(deploy.pid, sig)
+        lost_at = time.monotonic()
+        deploy.wait(timeout=60)
+        while nginx_shares(lab) != {"blue": 100} and time.monotonic() < lost_at + 40:
+            time.sleep(0.2)
+        back_after = time.monotonic() - lost_at
+        time.sleep(2)
+    summary = load.summary()
+    print("\n[%s at green %d %%] traffic back on blue %.1f s after the signal; load: %s"
+          % (signal.Signals(sig).name, at_share, back_after, json.dumps(summary)))
+    assert nginx_shares(lab) == {"blue": 100}
+    assert summary["failed"] == 0, summary
+    assert versions_now(lab) == {"1": 20}
+    entry = last_entry(lab)
+    assert (entry["action"], entry["version"], entry["outcome"]) == ("deploy", "2", "failed")
+    assert entry["reason"].startswith("controller lost"), entry["reason"]
 
 
 def test_cleanup_release_then_rollback_scales_the_previous_colour_back_up(release_lab):

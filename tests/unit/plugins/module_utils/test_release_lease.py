@@ -84,3 +84,18 @@ def test_mark_lost_fails_the_entry_and_blocks_the_old_holder():
     assert lease_mod.expired({"releases": [entry]}, T0 + 20) == []
     with pytest.raises(LeaseError, match="watchdog put traffic back on blue"):
         lease_mod.renew(entry, "ctl:1", T0 + 12)
+
+
+def test_a_renewed_lease_keeps_the_deploy_lock_fresh_past_stale_after():
+    from ansible_collections.greenflow.platform.plugins.module_utils import _release_record as rr
+    from ansible_collections.greenflow.platform.plugins.module_utils import _release_model as model
+    entry = _granted()
+    entry["started_epoch"] = T0
+    record = {"releases": [entry]}
+    stale_after = 7200
+    late = T0 + stale_after + 60
+    assert rr.in_progress(record, late, stale_after) is None          # not renewed: stale
+    entry["lease"]["expires_epoch"] = late                             # renewed until then
+    lease_mod.renew(entry, "ctl:1", late - 1)
+    assert model.last_seen(entry) == late - 1
+    assert rr.in_progress(record, late, stale_after) is entry         # a long cutover still holds the lock
