@@ -123,8 +123,10 @@ def plan(record, nginx_shares, now, stale_after):
                            now, stale_after)
 
 
-def begin(record, action, fields, now, stale_after, force=False):
-    """Append a new in-progress entry and return it. Refuses while another one is in progress."""
+def begin(record, action, fields, now, stale_after, force=False, expect_live=None):
+    """Append a new in-progress entry and return it. Refuses while another one is in progress, and
+    (compare-and-set) when ``expect_live`` is given and the live entry's id is another (0: none live):
+    the caller planned against a state that another run has changed since it read it."""
     if action not in ACTIONS:
         raise ReleaseRecordError("action must be one of %s, got %r" % (", ".join(ACTIONS), action))
     color = fields.get("color")
@@ -140,6 +142,15 @@ def begin(record, action, fields, now, stale_after, force=False):
         # A rollback puts back a deploy recorded earlier, maybe before the rule: it is never refused (it
         # runs in an incident), and its own entry keeps the environment without the secret-looking keys.
         fields["env"] = dict((k, v) for k, v in fields["env"].items() if not model.looks_secret(k))
+    if expect_live is not None:
+        live = live_release(record)
+        if (live["id"] if live else 0) != expect_live:
+            raise ReleaseRecordError(
+                "the live release changed since this run read the record (it planned against entry %s, the "
+                "record now has %s): another deploy or rollback finished in between. Nothing was changed; "
+                "run again to plan against the new state" % (
+                    expect_live or "none", ("entry %s, version %s on %s" % (live["id"], live.get("version"),
+                                                                          live.get("color"))) if live else "none"))
     running = in_progress(record, now, stale_after)
     if running and not force:
         raise ReleaseRecordError(

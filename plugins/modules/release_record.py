@@ -105,6 +105,13 @@ options:
         C(polls) and the log positions of each step are left out).
     type: list
     elements: dict
+  expect_live:
+    description:
+      - With O(action=begin), the id of the live entry the caller planned against (C(0) - no live release),
+        read from O(action=read)'s RV(live). The record is checked and written under its lock; when the live
+        entry is another by then (a deploy or rollback finished in between), begin is refused and nothing
+        changes - compare-and-set, so that two runs never both act on the same state.
+    type: int
   holder:
     description: With O(action=lease), O(action=renew) and O(action=release), who holds the lease (the cutover's controller).
     type: str
@@ -294,7 +301,7 @@ def _change(module, record, now):
             module.fail_json(msg="kind=rollback needs restores (the id of the deploy entry it puts back)")
         fields = dict((name, p[name]) for name in ("version", "image", "color", "previous_color", "user", "restores", "env"))
         fields["started_at"] = _now_iso(now)
-        return rr.begin(record, p["kind"], fields, now, p["stale_after"], p["force"])
+        return rr.begin(record, p["kind"], fields, now, p["stale_after"], p["force"], p["expect_live"])
     if p["action"] in ("lease", "renew", "release"):
         return _lease(module, record, now)
     if p["id"] is None or not p["outcome"]:
@@ -343,6 +350,7 @@ def main():
             outcome=dict(type="str", choices=["succeeded", "failed"]),
             reason=dict(type="str"),
             timeline=dict(type="list", elements="dict"),
+            expect_live=dict(type="int"),
             holder=dict(type="str"),
             lease_ttl=dict(type="float", default=10),
             lease_nginx=dict(type="dict"),

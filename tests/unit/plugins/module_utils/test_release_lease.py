@@ -99,3 +99,4 @@ def test_a_renewed_lease_keeps_the_deploy_lock_fresh_past_stale_after():
     lease_mod.renew(entry, "ctl:1", late - 1)
     assert model.last_seen(entry) == late - 1
     assert rr.in_progress(record, late, stale_after) is entry         # a long cutover still holds the lock
+

@@ -145,3 +145,12 @@ def test_history_table_cuts_long_reasons_to_one_short_line():
     assert len(lines) == 2 and "\n" not in lines[1]
     assert lines[1].endswith("...") and "line one line two" in lines[1]
     assert len(lines[1].split("line one", 1)[1]) < rr_mod.REASON_WIDTH
+
+
+def test_begin_is_compare_and_set_on_the_live_entry():
+    record = {"releases": [{"id": 1, "action": "deploy", "outcome": "succeeded", "color": "blue", "version": "1"}]}
+    fields = {"version": "2", "color": "green", "previous_color": "blue"}
+    with pytest.raises(rr.ReleaseRecordError, match="live release changed since this run read the record"):
+        rr.begin(record, "deploy", fields, 1_800_000_000.0, 7200, expect_live=0)       # planned as a first release
+    assert len(record["releases"]) == 1                                   # nothing changed
+    assert rr.begin(record, "deploy", fields, 1_800_000_000.0, 7200, expect_live=1)["id"] == 2
