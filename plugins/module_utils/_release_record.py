@@ -155,7 +155,7 @@ def begin(record, action, fields, now, stale_after, force=False, expect_live=Non
     if running and not force:
         raise ReleaseRecordError(
             "another %s (entry %s, version %s, by %s, started %s) is still in progress; wait for it, or "
-            "pass force after making sure it is dead" % (
+            "pass force after making sure it is dead. Nothing was changed" % (
                 running["action"], running["id"], running.get("version"), running.get("user"),
                 running.get("started_at")))
     for entry in record["releases"]:  # stale or forced: close what was left open

@@ -343,3 +343,28 @@ def test_history_shows_every_release_newest_first(release_lab):
     live = [r for r in rows if r[5]]
     assert len(live) == 1 and live[0][2] == "1"
     assert "Live: 1 on blue" in proc.stdout
+
+
+def test_two_deploys_started_together_exactly_one_proceeds(release_lab):
+    lab = release_lab
+    # live: 1 on blue. Two operators start the same release at the same moment: the record is read and
+    # its lock taken under the record's own lock, compare-and-set on the live entry, so exactly one of
+    # them proceeds; the other stops with a clear message before changing anything.
+    with LoadGen(lab.url("/version"), rate=60, threads=4, max_requests=60 * 400, max_seconds=400) as load:
+        runs = [lab.playbook_background("playbooks/deploy.yml", "-e", "release_version=2", *QUICK) for _ in range(2)]
+        outputs = [run.communicate(timeout=900)[0] for run in runs]
+        time.sleep(1)
+    summary = load.summary()
+    codes = [run.returncode for run in runs]
+    print("\n[two deploys together] exit codes %s; load: %s" % (codes, json.dumps(summary)))
+    assert sorted(codes) != [0, 0] and 0 in codes, codes
+    refused = " ".join(outputs[codes.index(0) ^ 1].split())
+    assert "still in progress" in refused or "live release changed since this run read the record" in refused, \
+        refused[-3000:]
+    assert "Nothing was changed" in refused or "nothing was changed" in refused.lower(), refused[-3000:]
+    assert summary["failed"] == 0, summary
+    assert nginx_shares(lab) == {"green": 100}
+    assert versions_now(lab) == {"2": 20}
+    deploys = [e for e in record(lab)["releases"] if e["action"] == "deploy" and e["version"] == "2"]
+    assert deploys[-1]["outcome"] == "succeeded"
+    assert not [e for e in record(lab)["releases"] if e["outcome"] == "in_progress"]
