@@ -29,7 +29,9 @@ __metaclass__ = type
 import datetime
 
 DEFAULT_TTL = 10.0
-MIN_TTL = 3.0
+# a renewal is one module run on the load balancer (about a second over SSH, more on a busy host),
+# and the cutover renews every third of the ttl: below this, a slow module run loses the lease
+MIN_TTL = 5.0
 MAX_TTL = 300.0
 HELD = "held"
 DONE = "done"

@@ -145,12 +145,11 @@ def begin(record, action, fields, now, stale_after, force=False, expect_live=Non
     if expect_live is not None:
         live = live_release(record)
         if (live["id"] if live else 0) != expect_live:
+            now_live = "entry %s, version %s on %s" % (live["id"], live.get("version"), live.get("color")) if live else "none"
             raise ReleaseRecordError(
                 "the live release changed since this run read the record (it planned against entry %s, the "
                 "record now has %s): another deploy or rollback finished in between. Nothing was changed; "
-                "run again to plan against the new state" % (
-                    expect_live or "none", ("entry %s, version %s on %s" % (live["id"], live.get("version"),
-                                                                          live.get("color"))) if live else "none"))
+                "run again to plan against the new state" % (expect_live or "none", now_live))
     running = in_progress(record, now, stale_after)
     if running and not force:
         raise ReleaseRecordError(

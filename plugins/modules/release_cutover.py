@@ -121,7 +121,7 @@ options:
     type: path
   lease_ttl:
     description:
-      - Seconds the lease is good for after each renewal (3 to 300). Traffic is back on O(from_color) at most
+      - Seconds the lease is good for after each renewal (5 to 300). Traffic is back on O(from_color) at most
         about this long (plus the watchdog's interval) after the controller was lost.
     type: float
     default: 10

@@ -116,7 +116,7 @@ options:
     description: With O(action=lease), O(action=renew) and O(action=release), who holds the lease (the cutover's controller).
     type: str
   lease_ttl:
-    description: With O(action=lease), seconds each renewal is good for (3 to 300).
+    description: With O(action=lease), seconds each renewal is good for (5 to 300).
     type: float
     default: 10
   lease_nginx:

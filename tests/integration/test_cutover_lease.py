@@ -17,7 +17,10 @@ from test_release_cutover import REPO_ROOT, base_args, current_shares, run_cutov
 pytestmark = pytest.mark.integration
 
 WATCHDOG = os.path.join(REPO_ROOT, "roles", "nginx_lb", "files", "greenflow_release_watchdog.py")
-TTL = 3.0   # the shortest lease (seconds): the tests wait for it to run out
+# The default lease (seconds): the tests wait for it to run out. The cutover renews a third of it apart,
+# each renewal a module run; on a busy 2-core CI machine one took over a second, and a 3 s lease ran out
+# between two of them (the watchdog then did its job, but this test wants a healthy cutover).
+TTL = 10.0
 
 
 @pytest.fixture
