@@ -185,17 +185,21 @@ def remove_leftovers(path):
     Only a run holding ``path``'s lock creates them, so call this with the lock held: anything
     found then belongs to a run that is gone. Returns the names removed.
     """
-    directory = os.path.dirname(os.path.abspath(path))
     prefix = _sibling_prefix(path)
+    return remove_matching(os.path.dirname(os.path.abspath(path)),
+                           lambda name: name.startswith(prefix) and name.endswith((_TMP_SUFFIX, _CANDIDATE_SUFFIX)))
+
+
+def remove_matching(directory, wanted):
+    """Remove the files of ``directory`` whose name ``wanted(name)`` accepts; returns the names removed."""
     removed = []
     try:
         names = os.listdir(directory)
     except OSError:
         return removed
     for name in sorted(names):
-        if name.startswith(prefix) and name.endswith((_TMP_SUFFIX, _CANDIDATE_SUFFIX)):
-            if discard(os.path.join(directory, name)):
-                removed.append(name)
+        if wanted(name) and discard(os.path.join(directory, name)):
+            removed.append(name)
     return removed
 
 

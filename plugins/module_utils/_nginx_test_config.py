@@ -38,6 +38,8 @@ import hashlib
 import os
 import tempfile
 
+from ansible_collections.greenflow.platform.plugins.module_utils._atomic_file import remove_matching
+
 _SPACE = " \t\r\n"
 _ESCAPES = {'"': '"', "'": "'", "\\": "\\", "t": "\t", "r": "\r", "n": "\n"}
 _GLOB_CHARS = "*?["
@@ -160,21 +162,8 @@ def remove_leftovers(main_conf, live_path):
     Call it holding ``live_path``'s lock: only a run holding it creates such files.
     Returns the names removed.
     """
-    directory = os.path.dirname(os.path.abspath(main_conf))
     prefix = _prefix(live_path)
-    removed = []
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return removed
-    for name in sorted(names):
-        if name.startswith(prefix):
-            try:
-                os.unlink(os.path.join(directory, name))
-                removed.append(name)
-            except OSError:
-                pass
-    return removed
+    return remove_matching(os.path.dirname(os.path.abspath(main_conf)), lambda name: name.startswith(prefix))
 
 
 class NginxTestConfig:

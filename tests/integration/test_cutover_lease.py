@@ -12,7 +12,7 @@ import time
 
 import nginx_fixture
 import pytest
-from test_release_cutover import REPO_ROOT, base_args, current_shares, run_cutover, steps_of, wait_until
+from test_release_cutover import REPO_ROOT, base_args, current_shares, run_cutover, start_cutover, steps_of, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -53,20 +53,6 @@ def _lease_args(lab, records, **extra):
     return base_args(lab, record_entry=2, record_path=str(records / "demo.json"), lease_ttl=TTL, **extra)
 
 
-def _start_playbook(tmp_path, args):
-    play = [{"name": "cutover to interrupt", "hosts": "localhost", "gather_facts": False,
-             "tasks": [{"name": "Cutover", "greenflow.platform.release_cutover": args}]}]
-    playbook = str(tmp_path / "interrupted.yml")
-    with open(playbook, "w") as fh:
-        json.dump(play, fh)
-    cmd = [os.path.join(nginx_fixture.VENV_BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
-           "-e", "ansible_python_interpreter=%s" % sys.executable, playbook]
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=os.path.join(REPO_ROOT, "ansible.cfg"))
-    # a session of its own, as a terminal's foreground job: a signal to its group reaches every process
-    return subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-
-
 @pytest.mark.parametrize("sig, at_share", [(signal.SIGINT, 10), (signal.SIGKILL, 50)],
                          ids=["sigint-at-step-1", "sigkill-at-step-2"])
 def test_lost_controller_traffic_goes_back_when_the_lease_runs_out(nginx_lab, records, tmp_path, sig, at_share):
@@ -75,7 +61,7 @@ def test_lost_controller_traffic_goes_back_when_the_lease_runs_out(nginx_lab, re
                               pause=0.01).start()
     args = _lease_args(lab, records, steps=[10, 50, 100], step_seconds=4, poll_seconds=1, min_requests=5,
                        max_wait_seconds=0)
-    proc = _start_playbook(tmp_path, args)
+    proc = start_cutover(tmp_path, args)
     try:
         assert wait_until(lambda: current_shares(lab).get("green") == at_share, timeout=60), \
             "the cutover never reached green %d %%" % at_share

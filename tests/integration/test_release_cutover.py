@@ -49,6 +49,22 @@ def run_cutover(tmp_path, args, check=False, name="cutover"):
         return json.load(fh), proc.stdout
 
 
+def start_cutover(tmp_path, args, name="interrupted"):
+    """Start the cutover in an ansible-playbook without waiting: a session of its own, as a terminal's
+    foreground job, so that a signal to its group (os.killpg(proc.pid, ...)) reaches what the
+    controller's own group holds."""
+    play = [{"name": "cutover to interrupt", "hosts": "localhost", "gather_facts": False,
+             "tasks": [{"name": "Cutover", "greenflow.platform.release_cutover": args}]}]
+    playbook = str(tmp_path / ("%s.yml" % name))
+    with open(playbook, "w") as fh:
+        json.dump(play, fh)
+    cmd = [os.path.join(nginx_fixture.VENV_BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
+           "-e", "ansible_python_interpreter=%s" % sys.executable, playbook]
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=os.path.join(REPO_ROOT, "ansible.cfg"))
+    return subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
 def base_args(lab, **extra):
     args = lab.module_args(pools=lab.pools, log_path=lab.access_log, from_color="blue",
                            to_color="green")
@@ -315,16 +331,7 @@ def test_killed_controller_moves_no_more_traffic(nginx_lab, tmp_path):
                               pause=0.01).start()
     args = base_args(lab, steps=[10, 50, 100], step_seconds=3, poll_seconds=1, min_requests=5,
                      max_wait_seconds=0)
-    play = [{"name": "cutover to kill", "hosts": "localhost", "gather_facts": False,
-             "tasks": [{"name": "Cutover", "greenflow.platform.release_cutover": args}]}]
-    playbook = str(tmp_path / "killed.yml")
-    with open(playbook, "w") as fh:
-        json.dump(play, fh)
-    cmd = [os.path.join(nginx_fixture.VENV_BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
-           "-e", "ansible_python_interpreter=%s" % sys.executable, playbook]
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=os.path.join(REPO_ROOT, "ansible.cfg"))
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = start_cutover(tmp_path, args)
     try:
         assert wait_until(lambda: current_shares(lab).get("green") == 10, timeout=60), \
             "the cutover never reached its first step"
