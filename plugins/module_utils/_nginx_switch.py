@@ -68,6 +68,25 @@ DEFAULTS = dict(
 )
 
 
+def argument_spec():
+    """The options naming and driving one app's nginx file (doc fragment greenflow.platform.nginx),
+    for every module that switches nginx itself."""
+    return dict(
+        conf_path=dict(type="path"),
+        keepalive=dict(type="int"),
+        max_fails=dict(type="int"),
+        fail_timeout=dict(type="int"),
+        validate=dict(type="bool", default=DEFAULTS["validate"]),
+        reload=dict(type="bool", default=DEFAULTS["reload"]),
+        nginx_bin=dict(type="str", default=DEFAULTS["nginx_bin"]),
+        nginx_conf=dict(type="path", default=DEFAULTS["nginx_conf"]),
+        nginx_prefix=dict(type="path"),
+        nginx_pid=dict(type="path"),
+        lock_timeout=dict(type="int", default=DEFAULTS["lock_timeout"]),
+        reload_timeout=dict(type="int", default=DEFAULTS["reload_timeout"]),
+    )
+
+
 class SwitchError(Exception):
     """The switch failed; ``result`` says what was and was not done (the module returns it)."""
 

@@ -114,6 +114,8 @@ def _held_by(entry, holder):
 
 
 def _lost_text(lease):
+    if lease.get("lost_to"):
+        return "the lease was taken over by %s: this run no longer owns the release" % lease["lost_to"]
     return ("the lease ran out at %.0f and the load balancer's watchdog put traffic back on %s"
             % (lease.get("expires_epoch", 0), lease.get("from_color")))
 

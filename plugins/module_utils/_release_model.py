@@ -243,9 +243,11 @@ def _who(entry):
 
 
 def last_seen(entry):
-    """When an open entry's run last showed life: its start, or its cutover's last lease renewal."""
+    """When an open entry's run last showed life: its start, its cutover's last lease renewal, or a
+    rollback.yml taking it over (``claimed_by``)."""
     lease = entry.get("lease") or {}
-    return max(entry.get("started_epoch") or 0, lease.get("renewed_epoch") or 0)
+    claimed = entry.get("claimed_by") or {}
+    return max(entry.get("started_epoch") or 0, lease.get("renewed_epoch") or 0, claimed.get("epoch") or 0)
 
 
 def reconcile(live, rollback_target, open_entry, nginx_shares, now, stale_after):

@@ -23,6 +23,7 @@ __metaclass__ = type
 
 import json
 
+from ansible_collections.greenflow.platform.plugins.module_utils import _release_lease as lease_mod
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_model as model
 
 SCHEMA = 1
@@ -161,6 +162,11 @@ def begin(record, action, fields, now, stale_after, force=False, expect_live=Non
         if entry["outcome"] == "in_progress":
             entry["outcome"] = "failed"
             entry["reason"] = "abandoned: never finished (superseded by entry %d)" % (_next_id(record),)
+            lease = entry.get("lease")
+            if lease and lease.get("state") == lease_mod.HELD:  # its cutover, if it still runs, must stop
+                lease["state"] = lease_mod.LOST
+                lease["lost_epoch"] = now
+                lease["lost_to"] = "entry %d" % (_next_id(record),)
     entry = dict(fields)
     entry.update({
         "id": _next_id(record),

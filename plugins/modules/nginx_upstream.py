@@ -242,24 +242,14 @@ from ansible_collections.greenflow.platform.plugins.module_utils._nginx_upstream
 
 
 def main():
+    argument_spec = dict(
+        app=dict(type="str", required=True),
+        pools=dict(type="dict"),
+        shares=dict(type="dict"),
+    )
+    argument_spec.update(switch.argument_spec())
     module = AnsibleModule(
-        argument_spec=dict(
-            app=dict(type="str", required=True),
-            pools=dict(type="dict"),
-            shares=dict(type="dict"),
-            conf_path=dict(type="path"),
-            keepalive=dict(type="int"),
-            max_fails=dict(type="int"),
-            fail_timeout=dict(type="int"),
-            validate=dict(type="bool", default=True),
-            reload=dict(type="bool", default=True),
-            nginx_bin=dict(type="str", default="nginx"),
-            nginx_conf=dict(type="path", default="/etc/nginx/nginx.conf"),
-            nginx_prefix=dict(type="path"),
-            nginx_pid=dict(type="path"),
-            lock_timeout=dict(type="int", default=60),
-            reload_timeout=dict(type="int", default=15),
-        ),
+        argument_spec=argument_spec,
         supports_check_mode=True,
     )
     p = module.params

@@ -88,6 +88,10 @@ options:
       - nginx's current split of the app, as M(greenflow.platform.nginx_upstream) returns it when it only
         reads (its C(shares); an empty dict when nginx has no file for
         the app). Given, the module returns RV(plan), the release model's reading of record and nginx together.
+      - With O(action=begin) and O(kind=deploy), planning and locking are one step, under the record's lock -
+        the plan picks O(color) and O(previous_color) (they may be left out), and a deploy the plan does not
+        allow (nginx does not send all traffic to the live release) is refused, changing nothing. RV(plan)
+        is then the plan as it was before the new entry.
     type: dict
   id:
     description: With O(action=finish), the entry to close.
@@ -273,7 +277,7 @@ def _without_env(entry):
     return shown
 
 
-def _summary(record, now, params):
+def _summary(record, now, params, planned=None):
     live = rr.live_release(record)
     entries = rr.history(record, params["history_limit"])
     out = {
@@ -284,16 +288,34 @@ def _summary(record, now, params):
         "history_table": rr.history_table(entries, live["id"] if live else None),
     }
     if params["nginx_shares"] is not None:
-        plan = rr.plan(record, params["nginx_shares"], now, params["stale_after"])
+        plan = planned or rr.plan(record, params["nginx_shares"], now, params["stale_after"])
         plan["live"] = _without_env(plan["live"])
         plan["open_entry"] = _without_env(plan["open_entry"])
         out["plan"] = plan  # plan["rollback"]["target"] keeps env: rollback.yml redeploys it
     return out
 
 
+def _planned_deploy(module, record, now):
+    """begin of a deploy with nginx_shares: plan and lock in one step, under the record's lock. The plan
+    (the release model's) picks the colours and may refuse; returns it (as it was before the begin)."""
+    p = module.params
+    plan = rr.plan(record, p["nginx_shares"], now, p["stale_after"])
+    if not plan["deploy_allowed"]:
+        raise rr.ReleaseRecordError("%s Put all traffic back with rollback.yml first. Nothing was changed." % plan["message"])
+    for name, chosen in (("color", plan["to_color"]), ("previous_color", plan["from_color"] or None)):
+        if p[name] and p[name] != chosen:
+            raise rr.ReleaseRecordError("%s %s was asked for, but the plan says %s: %s Nothing was changed."
+                                        % (name, p[name], chosen, plan["message"]))
+        p[name] = chosen
+    return plan
+
+
 def _change(module, record, now):
     p = module.params
     if p["action"] == "begin":
+        planned = None
+        if p["kind"] == "deploy" and p["nginx_shares"] is not None:
+            planned = _planned_deploy(module, record, now)
         missing = [name for name in ("version", "color") if not p[name]]
         if missing:
             module.fail_json(msg="action=begin needs %s" % " and ".join(missing))
@@ -301,9 +323,9 @@ def _change(module, record, now):
             module.fail_json(msg="kind=rollback needs restores (the id of the deploy entry it puts back)")
         fields = dict((name, p[name]) for name in ("version", "image", "color", "previous_color", "user", "restores", "env"))
         fields["started_at"] = _now_iso(now)
-        return rr.begin(record, p["kind"], fields, now, p["stale_after"], p["force"], p["expect_live"])
+        return rr.begin(record, p["kind"], fields, now, p["stale_after"], p["force"], p["expect_live"]), planned
     if p["action"] in ("lease", "renew", "release"):
-        return _lease(module, record, now)
+        return _lease(module, record, now), None
     if p["id"] is None or not p["outcome"]:
         module.fail_json(msg="action=finish needs id and outcome")
     fields = {"finished_at": _now_iso(now), "reason": p["reason"]}
@@ -311,7 +333,7 @@ def _change(module, record, now):
         # the per-poll details of a cutover step are for the run's output, not for the record
         fields["timeline"] = [dict((k, v) for k, v in event.items() if k not in ("polls", "position", "end_position"))
                               for event in p["timeline"]]
-    return rr.finish(record, p["id"], p["outcome"], fields)
+    return rr.finish(record, p["id"], p["outcome"], fields), None
 
 
 def _lease(module, record, now):
@@ -390,7 +412,7 @@ def main():
         try:
             snapshot = read_snapshot(path)
             record = rr.parse_record(snapshot.text(), p["app"])
-            entry = _change(module, record, now)
+            entry, planned = _change(module, record, now)
             rr.prune(record, p["keep"])
             if not module.check_mode:
                 atomic_write(path, rr.dump_record(record).encode("utf-8"), like=snapshot, default_mode=0o640)
@@ -401,7 +423,8 @@ def main():
         module.fail_json(msg="release record %s: %s" % (path, exc), lease_lost=True)
     except (rr.ReleaseRecordError, AtomicFileError, OSError) as exc:
         module.fail_json(msg="release record %s: %s" % (path, exc))
-    module.exit_json(changed=True, path=path, entry=_without_env(entry), **_summary(record, now, p))
+    module.exit_json(changed=True, path=path, entry=_without_env(entry),
+                     **_summary(record, now, p, planned))
 
 
 if __name__ == "__main__":

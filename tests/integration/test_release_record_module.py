@@ -79,3 +79,26 @@ def test_a_secret_in_env_is_refused_on_read_and_begin_and_never_stored(tmp_path)
         assert result.get("failed") and "DB_PASSWORD" in result["msg"] and "app_release_secrets" in result["msg"]
         assert "hunter2" not in result["msg"]
     assert not record.exists()
+
+
+def test_a_deploy_plans_and_locks_in_one_step(tmp_path):
+    record = tmp_path / "releases" / "demo.json"
+    first = _run(record, action="begin", version="1", user="ci", nginx_shares={})
+    assert first["entry"]["color"] == "blue" and first["plan"]["kind"] == "first_release", first
+    _run(record, action="finish", id=first["entry"]["id"], outcome="succeeded")
+
+    # the plan picks the colours: live 1 on blue, so the next deploy goes to green
+    second = _run(record, action="begin", version="2", user="ci", nginx_shares={"blue": 100, "green": 0})
+    assert (second["entry"]["color"], second["entry"]["previous_color"]) == ("green", "blue"), second
+    assert second["plan"]["kind"] == "normal"      # the plan as it was before this entry
+    _run(record, action="finish", id=second["entry"]["id"], outcome="succeeded")
+    before = record.read_text()
+
+    # nginx split (an interrupted cutover): refused, nothing changed
+    split = _run(record, action="begin", version="3", user="ci", nginx_shares={"blue": 25, "green": 75})
+    assert split.get("failed") and "cutover to blue stopped at 25 %" in split["msg"], split
+    assert "Nothing was changed" in split["msg"] and record.read_text() == before
+    # a colour that contradicts the plan: refused
+    wrong = _run(record, action="begin", version="3", color="green", nginx_shares={"green": 100})
+    assert wrong.get("failed") and "color green was asked for, but the plan says blue" in wrong["msg"], wrong
+    assert record.read_text() == before

@@ -114,7 +114,9 @@ def run_under_load(lab, playbook, *args, check=True):
     load.start()
     time.sleep(2)  # steady traffic before the release starts
     try:
+        started = time.monotonic() - load.t0  # on the load's clock
         proc = lab.playbook(playbook, *args, check=False)
+        proc.started_on_load = started
         time.sleep(2)  # and after it
     finally:
         load.stop()
@@ -159,17 +161,19 @@ def test_rollback_right_after_a_good_release_drops_no_request(release_lab):
     proc, load, summary = run_under_load(lab, "playbooks/rollback.yml", *lab.hook)
     assert summary["failed"] == 0, summary
     flat = " ".join(proc.stdout.split())  # the YAML callback folds long messages
-    switch = re.search(r"nginx switch ([0-9.]+) s, of which write \+ nginx -t \+ reload on the load balancer ([0-9.]+) s",
+    switch = re.search(r"switch on the load balancer ([0-9.]+) s, of which write \+ nginx -t \+ reload ([0-9.]+) s",
                        flat)
-    window = load.switch_window("2", "1")
-    print("[rollback] wall time %.1f s; nginx switch task %s s (on nginx %s s); clients saw v2 -> v1 %s; "
-          "the colour still ran v1: %s" % (proc.seconds, switch and switch.group(1), switch and switch.group(2),
-                                           window, "the colour still ran it" in flat))
-    assert switch, proc.stdout[-3000:]
-    assert "the colour still ran it" in proc.stdout
+    window = load.switch_window("2", "1", since=proc.started_on_load)
+    # speed is bench/bench_rollback.py's to judge; printed here for the record of this run
+    print("[rollback] time-to-switch %.2f s (playbook start -> first answer of v1), wall %.1f s; on the load "
+          "balancer %s s (nginx %s s); clients saw v2 -> v1 %s"
+          % (window["first_new"] - proc.started_on_load if window else -1, proc.seconds,
+             switch and switch.group(1), switch and switch.group(2), window))
+    assert switch and "switched at once" in flat, proc.stdout[-3000:]
     assert versions_now(lab) == {"1": 20}
     entry = last_entry(lab)
     assert (entry["action"], entry["version"], entry["color"], entry["outcome"]) == ("rollback", "1", "blue", "succeeded")
+    assert "instant switch" in entry["reason"]
     assert nginx_shares(lab) == {"blue": 100}
     assert [e for e, _ in lab.webhook.since(hooks)] == ["rollback", "success"]
 
@@ -232,11 +236,12 @@ def test_second_rollback_goes_one_release_further_back(release_lab):
                      "-e", '{"release_env": {"DEMO_VERSION": "3"}}', *QUICK)
     assert versions_now(lab) == {"3": 20}
     first = lab.playbook("playbooks/rollback.yml")
-    assert "the colour still ran it" in first.stdout
+    assert "switched at once" in " ".join(first.stdout.split())
     assert versions_now(lab) == {"2": 20}
     # release 1's colour (blue) now holds "3": the rollback deploys release 1 there again first
     second = lab.playbook("playbooks/rollback.yml")
-    assert "the colour was brought back first" in second.stdout
+    flat = " ".join(second.stdout.split())
+    assert "the colour was brought back first (blue holds another release since" in flat, flat[-3000:]
     assert versions_now(lab) == {"1": 20}
     print("\n[rollbacks] instant %.1f s, with redeploy %.1f s" % (first.seconds, second.seconds))
     third = lab.playbook("playbooks/rollback.yml", check=False)
@@ -277,6 +282,8 @@ def test_interrupted_deploy_is_undone_by_a_forced_rollback(release_lab):
     entry = last_entry(lab)
     assert (entry["action"], entry["version"], entry["outcome"]) == ("deploy", "2", "failed")
     assert "interrupted" in entry["reason"], entry["reason"]
+    # rollback.yml took the open entry over as its lock, and switched at once (blue still ran 1)
+    assert entry["claimed_by"]["user"] and "switched at once" in " ".join(forced.stdout.split())
 
 
 @pytest.mark.parametrize("sig, at_share", [(signal.SIGINT, 5), (signal.SIGKILL, 25)],
