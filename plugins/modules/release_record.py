@@ -252,7 +252,6 @@ path:
   sample: /var/lib/greenflow/releases/demo.json
 """
 
-import os
 import time
 from datetime import datetime, timezone
 
@@ -260,8 +259,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_model as model
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_lease as lease_mod
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_record as rr
-from ansible_collections.greenflow.platform.plugins.module_utils._atomic_file import (
-    AtomicFileError, FileLock, atomic_write, check_writable_dir, lock_path_for, read_snapshot)
+from ansible_collections.greenflow.platform.plugins.module_utils import _release_store as store
+from ansible_collections.greenflow.platform.plugins.module_utils._atomic_file import AtomicFileError
+from ansible_collections.greenflow.platform.plugins.module_utils._release_store import RecordUpdate
 
 
 def _now_iso(now):
@@ -397,28 +397,16 @@ def main():
 
     if p["action"] == "read":
         try:
-            record = rr.parse_record(read_snapshot(path).text(), p["app"])
+            record = store.read(path, p["app"])
         except (rr.ReleaseRecordError, AtomicFileError, UnicodeDecodeError) as exc:
             module.fail_json(msg="cannot read the release record %s: %s" % (path, exc))
         module.exit_json(changed=False, path=path, **_summary(record, now, p))
 
     try:
-        if not module.check_mode:
-            os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
-            check_writable_dir(path)
-        lock = FileLock(lock_path_for(path), timeout=30) if not module.check_mode else None
-        if lock:
-            lock.acquire()
-        try:
-            snapshot = read_snapshot(path)
-            record = rr.parse_record(snapshot.text(), p["app"])
+        # check mode reads without the lock and writes nothing
+        with RecordUpdate(path, p["app"], keep=p["keep"], dry_run=module.check_mode) as update:
+            record = update.record
             entry, planned = _change(module, record, now)
-            rr.prune(record, p["keep"])
-            if not module.check_mode:
-                atomic_write(path, rr.dump_record(record).encode("utf-8"), like=snapshot, default_mode=0o640)
-        finally:
-            if lock:
-                lock.release()
     except lease_mod.LeaseError as exc:
         module.fail_json(msg="release record %s: %s" % (path, exc), lease_lost=True)
     except (rr.ReleaseRecordError, AtomicFileError, OSError) as exc:
