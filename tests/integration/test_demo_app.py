@@ -92,3 +92,22 @@ def test_sigterm_finishes_the_request_in_flight(demo_app):
     client.join(timeout=10)
     assert result.get("answer") == (200, "7\n")
     assert proc.wait(timeout=10) == 0
+
+
+def test_secret_file_knob_gives_a_digest_never_the_secret(demo_app, tmp_path):
+    import hashlib
+    secret = tmp_path / "demo_api_token"
+    secret.write_text("s3cr3t-value")
+    _, port = demo_app(DEMO_SECRET_FILE=str(secret))
+    assert _get(port, "/health") == (200, "ok\n")
+    status, body = _get(port, "/secret-digest")
+    assert status == 200 and body.strip() == hashlib.sha256(b"s3cr3t-value").hexdigest()
+    assert "s3cr3t" not in body
+    secret.unlink()  # the secret is gone: unhealthy, and it says why
+    status, body = _get(port, "/health")
+    assert status == 503 and "cannot read DEMO_SECRET_FILE" in body
+
+
+def test_without_a_secret_file_there_is_no_digest(demo_app):
+    _, port = demo_app()
+    assert _get(port, "/secret-digest")[0] == 404

@@ -9,12 +9,16 @@ and the load balancer, loads the demo images, and removes the lab at the end. Th
 every load is bounded in requests and seconds. Figures are printed (-s), never asserted on time.
 With GREENFLOW_LAB_REUSE=1 it runs on an already provisioned lab instead (see conftest.py).
 """
+import hashlib
 import json
 import os
 import re
+import secrets
 import signal
+import ssl
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -75,7 +79,9 @@ def release_lab(prefixed_lab):
         lab.wait_background(lb)
     lab.webhook = Webhook()
     lab.hook = ["-e", "release_webhook_url=%s" % lab.webhook.url]
-    first = lab.playbook("playbooks/deploy.yml", "-e", "release_version=1", *lab.hook)
+    # light load: on a reused lab with a live release, this deploy is a cutover that needs requests to judge
+    with LoadGen(lab.url("/version"), rate=60, threads=4, max_requests=60 * 300, max_seconds=300):
+        first = lab.playbook("playbooks/deploy.yml", "-e", "release_version=1", *QUICK, *lab.hook)
     print("\n[release lab] provisioned and v1 deployed in %.0f s (deploy v1 %.0f s)"
           % (time.monotonic() - started, first.seconds))
     yield lab
@@ -375,3 +381,46 @@ def test_two_deploys_started_together_exactly_one_proceeds(release_lab):
     deploys = [e for e in record(lab)["releases"] if e["action"] == "deploy" and e["version"] == "2"]
     assert deploys[-1]["outcome"] == "succeeded"
     assert not [e for e in record(lab)["releases"] if e["outcome"] == "in_progress"]
+
+
+def _get_through_lb(lab, path):
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # the lab's self-signed certificate
+    with urllib.request.urlopen(lab.url(path), timeout=10, context=context) as resp:
+        return resp.read().decode().strip()
+
+
+def test_a_release_reads_its_swarm_secret_and_never_shows_it(release_lab):
+    lab = release_lab
+    value = "tok-" + secrets.token_hex(16)
+    lab.exec("swarm-manager-1", "sh", "-c", "printf %%s '%s' | docker secret create demo_api_token -" % value)
+    # where the file is: the app's own setting (app_release_env, group_vars; not recorded). The name
+    # looks like a secret to the release_env rule, which is right to refuse it there.
+    app_env = {"DEMO_SECRET_FILE": "/run/secrets/demo_api_token"}
+    before = versions_now(lab)
+    with LoadGen(lab.url("/version"), rate=60, threads=4, max_requests=60 * 400, max_seconds=400) as load:
+        # a release naming a secret the swarm does not have fails before any traffic moves
+        missing = lab.playbook("playbooks/deploy.yml", "-e", "release_version=5", "-e", "release_image=greenflow/demo-app:2",
+                               "-e", json.dumps({"release_env": {"DEMO_VERSION": "5"}, "app_release_env": app_env,
+                                                 "app_release_secrets": ["no_such_secret"]}),
+                               *QUICK, check=False)
+        assert missing.returncode != 0 and "no_such_secret" in missing.stdout, missing.stdout[-3000:]
+        assert versions_now(lab) == before
+        good = lab.playbook("playbooks/deploy.yml", "-e", "release_version=5", "-e", "release_image=greenflow/demo-app:2",
+                            "-e", json.dumps({"release_env": {"DEMO_VERSION": "5"}, "app_release_env": app_env,
+                                              "app_release_secrets": ["demo_api_token"]}),
+                            *QUICK)
+    summary = load.summary()
+    print("\n[swarm secret] missing secret refused in %.1f s; release with its secret %.1f s; load: %s"
+          % (missing.seconds, good.seconds, json.dumps(summary)))
+    assert summary["failed"] == 0, summary
+    assert versions_now(lab) == {"5": 20}
+    # the app read the secret swarm mounted (it answers its digest; /health needs the file)
+    assert _get_through_lb(lab, "/secret-digest") == hashlib.sha256(value.encode()).hexdigest()
+    # and the value shows nowhere: playbook output, release record, the service's spec
+    colour = last_entry(lab)["color"]
+    spec = lab.exec("swarm-manager-1", "docker", "service", "inspect", "%s-%s" % (APP, colour))
+    assert "demo_api_token" in spec
+    for where, text in (("deploy output", good.stdout + missing.stdout), ("release record", json.dumps(record(lab))),
+                        ("service spec", spec)):
+        assert value not in text, "the secret's value is in the %s" % where

@@ -6,11 +6,15 @@ Fault knobs, read from the environment at start, so a test can make a bad releas
 
 - ``DEMO_ERROR_RATE``: fraction of requests (not ``/health``) answered 500, e.g. ``0.3``;
 - ``DEMO_LATENCY_MS``: delay added to every request (not ``/health``);
-- ``DEMO_HEALTHY``: ``false`` makes ``/health`` answer 503.
+- ``DEMO_HEALTHY``: ``false`` makes ``/health`` answer 503;
+- ``DEMO_SECRET_FILE``: a file the app needs (a swarm secret, mounted at ``/run/secrets/<name>``):
+  ``/health`` answers 503 while it cannot be read, and ``/secret-digest`` answers its SHA-256 (never the
+  secret itself), so a test can tell the app got the right one.
 
 ``DEMO_VERSION`` is baked into the image at build time; ``DEMO_PORT`` (default 8000) is where it listens.
 On SIGTERM it stops accepting, finishes the requests in flight and exits.
 """
+import hashlib
 import json
 import os
 import random
@@ -35,6 +39,16 @@ ERROR_RATE = _env_float("DEMO_ERROR_RATE", 0)
 LATENCY_S = _env_float("DEMO_LATENCY_MS", 0) / 1000.0
 HEALTHY = os.environ.get("DEMO_HEALTHY", "true").lower() not in ("false", "0", "no")
 HOST = socket.gethostname()
+SECRET_FILE = os.environ.get("DEMO_SECRET_FILE", "")
+
+
+def _secret_digest():
+    """SHA-256 of DEMO_SECRET_FILE's content, or None when it is not set or cannot be read."""
+    try:
+        with open(SECRET_FILE, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
 
 
 class DemoHandler(BaseHTTPRequestHandler):
@@ -54,7 +68,9 @@ class DemoHandler(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server's naming)
         path = self.path.split("?", 1)[0]
         if path == "/health":
-            if HEALTHY:
+            if SECRET_FILE and _secret_digest() is None:
+                self._send(503, "unhealthy: cannot read DEMO_SECRET_FILE %s\n" % SECRET_FILE)
+            elif HEALTHY:
                 self._send(200, "ok\n")
             else:
                 self._send(503, "unhealthy (DEMO_HEALTHY=false)\n")
@@ -63,6 +79,10 @@ class DemoHandler(BaseHTTPRequestHandler):
             time.sleep(LATENCY_S)
         if ERROR_RATE and random.random() < ERROR_RATE:
             self._send(500, "injected failure (DEMO_ERROR_RATE)\n")
+            return
+        if path == "/secret-digest":
+            digest = _secret_digest() if SECRET_FILE else None
+            self._send(200 if digest else 404, (digest or "no DEMO_SECRET_FILE") + "\n")
             return
         if path == "/version":
             self._send(200, VERSION + "\n")
