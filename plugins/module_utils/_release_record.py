@@ -119,9 +119,12 @@ def open_entry(record):
 
 
 def plan(record, nginx_shares, now, stale_after):
-    """The release model's plan (model.reconcile) for this record and nginx's split."""
-    return model.reconcile(live_release(record), rollback_target(record), open_entry(record), nginx_shares,
-                           now, stale_after)
+    """The release model's plan (model.reconcile) for this record and nginx's split, with the app's
+    swarm service per colour (``services``)."""
+    out = model.reconcile(live_release(record), rollback_target(record), open_entry(record), nginx_shares,
+                          now, stale_after)
+    out["services"] = dict((colour, model.service_name(record["app"], colour)) for colour in COLORS)
+    return out
 
 
 def begin(record, action, fields, now, stale_after, force=False, expect_live=None):

@@ -34,3 +34,12 @@ def test_the_roles_check_agrees_with_the_model(app):
     except model.ReleaseModelError:
         valid = False
     assert regex(app, model.APP_NAME_PATTERN, match_type="fullmatch") is valid
+
+
+def test_the_roles_service_name_is_the_models():
+    # the role writes the model's rule once, in Jinja: <app>-<colour>
+    assert _load("vars", "main.yml")["app_release_service_name"] == "{{ app_release_name }}-{{ app_release_color }}"
+    assert model.service_name("my-shop", "green") == "my-shop-green"
+    for name in ("status.yml", "scale.yml", "main.yml"):
+        with open(os.path.join(ROLE, "tasks", name)) as handle:
+            assert "{{ app_release_name }}-{{ app_release_color }}" not in handle.read(), name

@@ -266,3 +266,8 @@ def test_no_split_on_nginx_is_the_same_whatever_its_spelling(shares):
 
 def test_every_kind_is_covered():
     assert set(model.KINDS) == {"first_release", "normal", "interrupted", "disagree", "in_progress", "stale_lock"}
+
+
+def test_the_plan_names_the_services_of_both_colours():
+    plan = rr.plan(rr.empty_record("my-shop"), {}, NOW, STALE)
+    assert plan["services"] == {"blue": "my-shop-blue", "green": "my-shop-green"}
