@@ -196,6 +196,7 @@ class ActionModule(ActionBase):
         # who holds the cutover's lease on the load balancer (one ansible-playbook run on one controller)
         self._holder = "%s:%d" % (socket.gethostname(), self._controller_pid)
         self._lease_renewed = 0.0
+        self._lease_expires = None  # the lease's expiry (LB clock): forward switches are refused after it
         self._supports_check_mode = True
         self._supports_async = False
         result = super(ActionModule, self).run(tmp, task_vars)
@@ -217,9 +218,12 @@ class ActionModule(ActionBase):
         return result
 
     # -- helpers ----------------------------------------------------------------------------
-    def _nginx_args(self, shares=None):
+    def _nginx_args(self, shares=None, deadline=False):
+        """nginx_upstream's arguments; ``deadline``: a forward step, refused once the lease ran out."""
         a = self._args
         out = {"app": a["app"]}
+        if deadline and self._lease_expires is not None:
+            out["not_after"] = self._lease_expires
         for key in NGINX_PASS_THROUGH:
             if a.get(key) is not None:
                 out[key] = a[key]
@@ -254,6 +258,8 @@ class ActionModule(ActionBase):
                                     % (action, a["record_entry"],
                                        " (no traffic was moved)" if action == "lease" else "", res.get("msg")))
         self._lease_renewed = time.monotonic()
+        lease = (res.get("entry") or {}).get("lease") or {}
+        self._lease_expires = lease.get("expires_epoch") if action in ("lease", "renew") else None
 
     def _renew_lease(self, now=False):
         """Renew when a third of the ttl has gone by (``now``: at once, e.g. right before a switch)."""
@@ -424,7 +430,7 @@ class ActionModule(ActionBase):
             step["position"] = mark.get("position")
         self._check_controller()
         self._renew_lease(now=True)
-        set_res = self._run(UPSTREAM_MODULE, self._nginx_args(step["shares"]))
+        set_res = self._run(UPSTREAM_MODULE, self._nginx_args(step["shares"], deadline=True))
         t0 = time.monotonic()
         step["started_epoch"] = round(time.time(), 3)
         step["started"] = _now_iso(step["started_epoch"])

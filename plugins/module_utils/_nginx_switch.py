@@ -64,7 +64,7 @@ from ansible_collections.greenflow.platform.plugins.module_utils._nginx_upstream
 DEFAULTS = dict(
     pools=None, shares=None, conf_path=None, keepalive=None, max_fails=None, fail_timeout=None,
     validate=True, reload=True, nginx_bin="nginx", nginx_conf="/etc/nginx/nginx.conf",
-    nginx_prefix=None, nginx_pid=None, lock_timeout=60, reload_timeout=15,
+    nginx_prefix=None, nginx_pid=None, lock_timeout=60, reload_timeout=15, not_after=None,
 )
 
 
@@ -443,6 +443,14 @@ def _test_candidate(host, nginx, conf_path, candidate):
         tc.cleanup()
 
 
+def _past_deadline(not_after, now=None):
+    """Seconds since ``not_after`` (an epoch) passed, or None when there is none or it has not."""
+    if not_after is None:
+        return None
+    late = (time.time() if now is None else now) - float(not_after)
+    return late if late > 0 else None
+
+
 def _apply_change(host, p, nginx, conf_path, before, new_text, result):
     def unchanged(msg):
         """Fail before anything went live."""
@@ -494,6 +502,13 @@ def _apply_change(host, p, nginx, conf_path, before, new_text, result):
                 unchanged("nginx -t failed with the new upstream file%s: %s." % (where, msg))
             result["validated"] = True
             mark = lap("validate_seconds", mark)
+        # A caller holding a lease on the release (the cutover) gives its expiry: once it passed, the
+        # watchdog owns the put-back. Checked under the app's lock, which the watchdog's switch takes
+        # too: a switch that passes here is live before the watchdog can act, never after it.
+        late = _past_deadline(p.get("not_after"))
+        if late is not None:
+            unchanged("The caller's lease ran out %.1f s before this switch (not_after): the load balancer's "
+                      "release watchdog puts traffic back, so this switch is refused." % late)
         try:
             install(candidate, conf_path)
         except AtomicFileError as exc:

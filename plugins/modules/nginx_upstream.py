@@ -78,6 +78,14 @@ options:
       - Omitted, the shares of the existing file are kept; with O(pools) also omitted the module
         only reads the current state.
     type: dict
+  not_after:
+    description:
+      - A deadline (seconds since the epoch, on the load balancer's clock) after which the change is refused,
+        nothing changed. M(greenflow.platform.release_cutover) passes its lease's expiry, so that a cutover
+        that stalled between renewing its lease and switching can never switch after the release watchdog
+        put traffic back - checked right before the new file goes live, under the app's lock that the
+        watchdog's switch takes too.
+    type: float
 notes:
   - Check mode computes the new file, the diff and the result, and touches nothing (it does not
     take the lock either, nor run C(nginx -t)).
@@ -246,6 +254,7 @@ def main():
         app=dict(type="str", required=True),
         pools=dict(type="dict"),
         shares=dict(type="dict"),
+        not_after=dict(type="float"),
     )
     argument_spec.update(switch.argument_spec())
     module = AnsibleModule(

@@ -409,3 +409,15 @@ def test_an_app_name_with_a_hyphen_works_end_to_end(nginx_lab_factory):
     clash = nf.run_ansible(dict(lab.module_args(shares=shares(0)), app="my_shop"))
     assert clash.get("failed") and "both become 'my_shop' in nginx names" in clash["msg"], clash
     assert snapshot(lab) == before
+
+
+def test_a_switch_after_the_callers_deadline_is_refused_and_changes_nothing(nginx_lab):
+    lab = nginx_lab
+    before = open(lab.upstream_conf).read()
+    reloads = lab.reload_count()
+    late = nf.run_module(lab.module_args(shares={"blue": 75, "green": 25}, not_after=time.time() - 2))
+    assert late.get("failed") and "lease ran out" in late["msg"] and "refused" in late["msg"], late
+    assert open(lab.upstream_conf).read() == before and lab.reload_count() == reloads
+    assert not [f for f in os.listdir(lab.conf_dir) if f.startswith(".")  and "candidate" in f]
+    on_time = nf.run_module(lab.module_args(shares={"blue": 75, "green": 25}, not_after=time.time() + 30))
+    assert on_time.get("changed") and on_time["shares"] == {"blue": 75, "green": 25}, on_time

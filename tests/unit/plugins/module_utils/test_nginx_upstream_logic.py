@@ -279,3 +279,11 @@ def test_rendered_file_passes_nginx_t(tmp_path, green):
     proc = subprocess.run([nginx, "-t", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_past_deadline():
+    from ansible_collections.greenflow.platform.plugins.module_utils import _nginx_switch as sw
+    assert sw._past_deadline(None) is None
+    assert sw._past_deadline(100.0, now=99.5) is None
+    assert sw._past_deadline(100.0, now=100.0) is None
+    assert sw._past_deadline(100.0, now=101.5) == 1.5
