@@ -37,11 +37,12 @@ UPSTREAM_MODULE = "greenflow.platform.nginx_upstream"
 WINDOW_MODULE = "greenflow.platform.traffic_window"
 RECORD_MODULE = "greenflow.platform.release_record"
 # what the load balancer's watchdog needs to switch the same nginx the cutover switches
-LEASE_NGINX = ("conf_path", "nginx_bin", "nginx_conf", "nginx_prefix", "nginx_pid", "lock_timeout", "reload_timeout")
+LEASE_NGINX = ("conf_path", "nginx_bin", "nginx_conf", "nginx_prefix", "nginx_pid", "lock_timeout", "reload_timeout",
+               "control_socket")
 MAX_WAIT_LIMIT = 3600
 NGINX_PASS_THROUGH = ("conf_path", "nginx_bin", "nginx_conf", "nginx_prefix", "nginx_pid",
                       "keepalive", "max_fails", "fail_timeout", "validate", "reload",
-                      "lock_timeout", "reload_timeout")
+                      "lock_timeout", "reload_timeout", "control_socket")
 
 ARGUMENT_SPEC = dict(
     app=dict(type="str", required=True),
@@ -66,6 +67,7 @@ ARGUMENT_SPEC = dict(
     reload=dict(type="bool"),
     lock_timeout=dict(type="int"),
     reload_timeout=dict(type="int"),
+    control_socket=dict(type="path"),
     record_entry=dict(type="int"),
     record_path=dict(type="path"),
     lease_ttl=dict(type="float", default=10.0),

@@ -85,4 +85,11 @@ options:
         configuration. If it does not, the reload is considered failed and the previous file is
         restored.
     type: int
-    default: 15"""
+    default: 15
+  control_socket:
+    description:
+      - The unix socket on which nginx takes split changes without a reload (reload-free mode, a file
+        in C(split=lua); the nginx_lb role sets it up in a directory only root can enter).
+      - When it does not exist, a change that could go live is made with a reload instead.
+    type: path
+    default: /run/greenflow-nginx/split.sock"""

@@ -12,15 +12,25 @@ Two callers run this same code: the module (``host`` is its AnsibleModule) and t
 release watchdog, which puts traffic back when a cutover's controller is lost (``LocalHost``, and
 ``put_back``). ``host`` gives what the module gives: run_command, get_bin_path and warn. A failure
 raises SwitchError with the message and the result so far; nothing is left half-written.
+
+Reload-free (the file in ``lua`` split mode, nginx_lb's greenflow_split.lua): a change of the shares
+alone is the same checked write of the file, then a PUT on nginx's local control socket, which sets
+the split in shared memory for every worker at once; no reload, so no keep-alive connection is
+closed. A refused PUT gives the previous file back (the control path changed nothing); a PUT without
+an answer is checked with a GET, and when nothing can be learnt the previous file is given back and
+nginx reloaded, which seeds the shared memory from it again. Everything else the file holds (pools,
+upstream settings, the split mode) is nginx configuration: a reload, as before (``plan_apply``).
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import http.client
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 
@@ -51,20 +61,33 @@ from ansible_collections.greenflow.platform.plugins.module_utils._nginx_upstream
     main_directives,
     normalize_pools,
     normalize_shares,
+    parse_control_answer,
+    parse_split_line,
     parse_state,
+    plan_apply,
     proxy_pass_target,
     render,
     resolve_desired,
+    split_mode,
     upstream_names,
     validate_app,
     validate_settings,
+    validate_split,
 )
+from ansible_collections.greenflow.platform.plugins.module_utils._release_model import nginx_id
+
+# Where the nginx_lb role (reload-free mode) has nginx listen for split changes: a unix socket in a
+# directory only root can enter (systemd's RuntimeDirectory of nginx.service, mode 0700).
+DEFAULT_CONTROL_SOCKET = "/run/greenflow-nginx/split.sock"
+CONTROL_PATH = "/greenflow/split"
+CONTROL_TIMEOUT = 5.0
 
 # The module's options and their defaults: the watchdog switches with these unless the lease names others.
 DEFAULTS = dict(
     pools=None, shares=None, conf_path=None, keepalive=None, max_fails=None, fail_timeout=None,
     validate=True, reload=True, nginx_bin="nginx", nginx_conf="/etc/nginx/nginx.conf",
     nginx_prefix=None, nginx_pid=None, lock_timeout=60, reload_timeout=15, not_after=None,
+    control_socket=DEFAULT_CONTROL_SOCKET, split=None,
 )
 
 
@@ -84,6 +107,7 @@ def argument_spec():
         nginx_pid=dict(type="path"),
         lock_timeout=dict(type="int", default=DEFAULTS["lock_timeout"]),
         reload_timeout=dict(type="int", default=DEFAULTS["reload_timeout"]),
+        control_socket=dict(type="path", default=DEFAULTS["control_socket"]),
     )
 
 
@@ -133,6 +157,8 @@ def check_params(p):
         DEFAULT_MAX_FAILS if p["max_fails"] is None else p["max_fails"],
         DEFAULT_FAIL_TIMEOUT if p["fail_timeout"] is None else p["fail_timeout"],
     )
+    if p.get("split") is not None:
+        validate_split(p["split"])
     p["lock_timeout"] = check_int(p["lock_timeout"], "lock_timeout", 0, 86400)
     p["reload_timeout"] = check_int(p["reload_timeout"], "reload_timeout", 1, 3600)
 
@@ -146,8 +172,14 @@ def base_result(p):
         backend_variable=backend_variable(app),
         reloaded=False,
         validated=False,
-        read_only=p["pools"] is None and p["shares"] is None,
+        applied="none",
+        read_only=is_read_only(p),
     )
+
+
+def is_read_only(p):
+    """Neither pools, shares nor the split mode given: the module only reads."""
+    return p["pools"] is None and p["shares"] is None and p.get("split") is None
 
 
 def read(p):
@@ -164,7 +196,7 @@ def read(p):
     shares = normalize_shares(current["shares"]) if current else {}
     result.update(
         shares=shares, previous_shares=shares, pools=pools, previous_pools=pools,
-        upstreams=upstream_names(app, pools or empty),
+        upstreams=upstream_names(app, pools or empty), split=split_mode(current) if current else "",
     )
     return result
 
@@ -217,10 +249,16 @@ def put_back(app, lease, host=None):
     p.update(app=app, pools=None, shares={lease["from_color"]: 100})
     check_params(p)
     result = change(host, p)
+    if result["applied"] == "live":
+        how = "switched live, without a reload"
+    elif result["reloaded"]:
+        how = "nginx reloaded"
+    else:
+        how = "unchanged" if not result["changed"] else "nginx not running"
     return "traffic put back: %s 100 %% (was %s; %s)" % (
         lease["from_color"],
         ", ".join("%s %s %%" % kv for kv in sorted(result.get("previous_shares", {}).items())) or "no file",
-        "nginx reloaded" if result["reloaded"] else ("unchanged" if not result["changed"] else "nginx not running"))
+        how)
 
 
 class Nginx:
@@ -374,6 +412,74 @@ class Nginx:
         ).strip()
 
 
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP/1.1 over a unix socket (the control path of greenflow_split.lua)."""
+
+    def __init__(self, path, timeout):
+        http.client.HTTPConnection.__init__(self, "localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.unix_path)
+        except (OSError, socket.timeout):
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def control_call(path, method, query, timeout=CONTROL_TIMEOUT):
+    """One request on the control socket; returns (status, body text). Raises OSError/HTTPException."""
+    conn = _UnixHTTPConnection(path, timeout)
+    try:
+        conn.request(method, "%s?%s" % (CONTROL_PATH, query))
+        resp = conn.getresponse()
+        body = resp.read(4096).decode("utf-8", "replace").strip()
+        return resp.status, body
+    finally:
+        conn.close()
+
+
+def control_get(path, app, timeout=CONTROL_TIMEOUT):
+    """The split nginx holds for ``app`` (dict with app/shares/serial), None when it does not know it.
+    Raises OSError/HTTPException when the socket does not answer, SwitchError-free."""
+    status, body = control_call(path, "GET", "app=%s" % nginx_id(app), timeout)
+    return parse_control_answer(body) if status == 200 else None
+
+
+def _put_live(path, app, shares, timeout):
+    """Set the split through the control socket. Returns (outcome, detail), outcome being
+    "live" (nginx holds ``shares`` now), "unknown_app" (not seeded: a reload seeds it), "refused"
+    (the control path answered no: it changed nothing) or "unknown" (no answer; the split nginx
+    holds could not be learnt)."""
+    app_id = nginx_id(app)
+    query = "app=%s&blue=%d&green=%d" % (app_id, shares["blue"], shares["green"])
+    try:
+        status, body = control_call(path, "PUT", query, timeout)
+    except (OSError, socket.timeout, http.client.HTTPException) as exc:
+        # the PUT may or may not have been taken: ask
+        try:
+            status, body = control_call(path, "GET", "app=%s" % app_id, timeout)
+        except (OSError, socket.timeout, http.client.HTTPException) as exc2:
+            return "unknown", "the control socket %s did not answer (%s; then %s)" % (path, exc, exc2)
+        held = parse_control_answer(body) if status == 200 else None
+        if held and held["app"] == app_id and held["shares"] == shares:
+            return "live", held
+        return "unknown", "the control socket %s dropped the change (%s); it now says %d %s" % (
+            path, exc, status, body)
+    if status == 404:
+        return "unknown_app", body
+    held = parse_control_answer(body) if status == 200 else None
+    if held and held["app"] == app_id and held["shares"] == shares:
+        return "live", held
+    if status == 200:
+        # an answer that is not the split asked for: what nginx holds is not known for sure
+        return "unknown", "the control socket %s answered %r to %s" % (path, body, query)
+    return "refused", "the control socket %s refused %s: %d %s" % (path, query, status, body)
+
+
 def _run(host, p, app, conf_path, result, check_mode, diff):
     try:
         before = read_snapshot(conf_path)
@@ -382,7 +488,8 @@ def _run(host, p, app, conf_path, result, check_mode, diff):
         raise SwitchError("%s: %s" % (conf_path, exc), result)
     try:
         desired = resolve_desired(
-            app, p["pools"], p["shares"], p["keepalive"], p["max_fails"], p["fail_timeout"], current
+            app, p["pools"], p["shares"], p["keepalive"], p["max_fails"], p["fail_timeout"], current,
+            split=p.get("split"),
         )
     except UpstreamError as exc:
         raise SwitchError(str(exc), result)
@@ -390,11 +497,18 @@ def _run(host, p, app, conf_path, result, check_mode, diff):
     previous_shares = normalize_shares(current["shares"]) if current else {}
     previous_pools = normalize_pools(current["pools"]) if current else {}
     new_text = render(app, desired["pools"], desired["shares"], desired["keepalive"],
-                      desired["max_fails"], desired["fail_timeout"])
+                      desired["max_fails"], desired["fail_timeout"], desired["split"])
+    if desired["split"] == "lua":
+        # nginx -t does not run init_by_lua: check here that the Lua seed can read what goes live
+        try:
+            parse_split_line(new_text, app)
+        except UpstreamError as exc:
+            raise SwitchError("internal error, the new file could not seed nginx's split: %s. Nothing "
+                              "was changed." % exc, result)
     result.update(
         shares=desired["shares"], previous_shares=previous_shares,
         pools=desired["pools"], previous_pools=previous_pools,
-        upstreams=upstream_names(app, desired["pools"]),
+        upstreams=upstream_names(app, desired["pools"]), split=desired["split"],
     )
     old_text = before.text()
     if old_text == new_text:
@@ -416,7 +530,7 @@ def _run(host, p, app, conf_path, result, check_mode, diff):
     except AtomicFileError as exc:
         raise SwitchError(str(exc), result)
     try:
-        _apply_change(host, p, nginx, conf_path, before, new_text, result)
+        _apply_change(host, p, nginx, conf_path, before, new_text, result, plan_apply(current, desired))
     finally:
         dir_lock.release()
 
@@ -451,7 +565,7 @@ def _past_deadline(not_after, now=None):
     return late if late > 0 else None
 
 
-def _apply_change(host, p, nginx, conf_path, before, new_text, result):
+def _apply_change(host, p, nginx, conf_path, before, new_text, result, plan):
     def unchanged(msg):
         """Fail before anything went live."""
         left = "" if discard(candidate) else " (the candidate %s is left; the next run removes it)" % candidate
@@ -520,22 +634,63 @@ def _apply_change(host, p, nginx, conf_path, before, new_text, result):
     finally:
         discard(candidate)  # gone already once installed; on any way out before, not left behind
 
-    if p["reload"]:
-        pid, pid_file = nginx.master_pid()
-        if pid is None:
-            host.warn(
-                "nginx is not running (no live master in pid file %s): the file was written%s, "
-                "nginx will use it when it starts" % (pid_file, " and validated" if p["validate"] else "")
-            )
+    if not p["reload"]:
+        result["applied_reason"] = "reload is false: the file was written, nginx was not told"
+        return
+    pid, pid_file = nginx.master_pid()
+    if pid is None:
+        host.warn(
+            "nginx is not running (no live master in pid file %s): the file was written%s, "
+            "nginx will use it when it starts" % (pid_file, " and validated" if p["validate"] else "")
+        )
+        result["applied_reason"] = "nginx is not running"
+        return
+    how, why = plan
+    sock = p.get("control_socket")
+    if how == "live" and not (sock and os.path.exists(sock)):
+        how, why = "reload", "no control socket at %s" % sock
+    if how == "live":
+        outcome, detail = _put_live(sock, p["app"], result["shares"],
+                                    min(CONTROL_TIMEOUT, p["reload_timeout"]))
+        if outcome == "live":
+            result["applied"] = "live"
+            result["applied_reason"] = why
+            result["live_serial"] = detail["serial"]
+            lap("control_seconds", mark)
             return
-        ok, msg = nginx.reload(pid, p["reload_timeout"])
-        if not ok:
-            # If the master was only slow, a second HUP after the restore brings it back to the
-            # previous file too; if it had rejected the change, it reloads what it already runs.
+        if outcome == "unknown_app":
+            how, why = "reload", "the control socket does not know the app yet (%s)" % detail
+        elif outcome == "refused":
+            give_back("%s; nginx's split was not changed." % detail)
+        else:
+            # Nobody can tell which split nginx holds: with the previous file back, a reload seeds
+            # the shared memory from it again, so nginx serves the previous split for sure.
             try:
-                os.kill(pid, signal.SIGHUP)
-            except OSError:
-                pass
-            give_back("reload failed: %s." % msg)
-        result["reloaded"] = True
-        lap("reload_seconds", mark)
+                restore(conf_path, before)
+            except AtomicFileError as exc:
+                detail += ". RESTORING THE PREVIOUS FILE FAILED TOO: %s" % exc
+                result["changed"] = False
+                raise SwitchError(detail, result)
+            ok, msg = nginx.reload(pid, p["reload_timeout"])
+            result["reloaded"] = ok
+            result["changed"] = False
+            result["shares"] = result["previous_shares"]
+            result["pools"] = result["previous_pools"]
+            raise SwitchError(
+                "%s. The previous %s was restored and nginx %s, so it serves the previous split." % (
+                    detail, conf_path, "reloaded to seed it from that file" if ok else
+                    "asked to reload to seed it from that file, which it did not confirm (%s)" % msg),
+                result)
+    ok, msg = nginx.reload(pid, p["reload_timeout"])
+    if not ok:
+        # If the master was only slow, a second HUP after the restore brings it back to the
+        # previous file too; if it had rejected the change, it reloads what it already runs.
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except OSError:
+            pass
+        give_back("reload failed: %s." % msg)
+    result["reloaded"] = True
+    result["applied"] = "reload"
+    result["applied_reason"] = why
+    lap("reload_seconds", mark)

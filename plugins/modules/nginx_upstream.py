@@ -51,6 +51,24 @@ description:
     with only O(pools), the shares in the file are kept. O(keepalive), O(max_fails) and
     O(fail_timeout) also keep their values from the file when omitted."
   - The same input twice gives C(changed=false) and no reload.
+  - "B(Reload-free switching) (O(split=lua), the nginx_lb role's default): the file keeps the upstream
+    blocks and the state header but no C(split_clients); the app's vhost sets C($<app>_backend) per
+    request with C(set_by_lua_block) from a C(lua_shared_dict), which nginx seeds from this file's
+    C(# greenflow-split:) line whenever it starts or reloads (the role's C(greenflow_split.lua)). A
+    change of the shares alone is then the same checked write of the file (candidate, C(nginx -t),
+    rename), followed by a C(PUT) on nginx's local control socket (O(control_socket)) that sets the
+    new split for every worker at once: no reload, so no idle keep-alive connection of a client is
+    closed, and the next request on any connection gets the new split. The result says how the
+    change went live (RV(applied)): V(live), V(reload) or V(none)."
+  - "A reload still happens when it must: the first install of the file, a change of the pools or
+    of O(keepalive), O(max_fails), O(fail_timeout) (they are nginx C(upstream) blocks), a change of
+    the split mode, no control socket on the host, or an app the control path does not know yet (its
+    file was missing when nginx last started or reloaded). RV(applied_reason) says which."
+  - "When the control socket refuses the change (it validates before it changes anything), the
+    previous file is put back and the module fails; nginx keeps the previous split. When the socket
+    does not answer, the module asks it (C(GET)) what it holds; if that cannot be learnt either, the
+    previous file is put back and nginx reloaded, which seeds the split from it again: nginx serves
+    the previous split, and the module fails."
 author:
   - greenflow platform engineers (@greenflow)
 options:
@@ -75,8 +93,8 @@ options:
     description:
       - Integer percent of requests per colour, each 0-100, together exactly 100. A missing
         colour is 0.
-      - Omitted, the shares of the existing file are kept; with O(pools) also omitted the module
-        only reads the current state.
+      - Omitted, the shares of the existing file are kept; with O(pools) and O(split) also omitted the
+        module only reads the current state.
     type: dict
   not_after:
     description:
@@ -86,6 +104,17 @@ options:
         put traffic back - checked right before the new file goes live, under the app's lock that the
         watchdog's switch takes too.
     type: float
+  split:
+    description:
+      - How nginx splits the requests. V(split_clients) - a C(split_clients) block in the file, every
+        change a reload. V(lua) - reload-free, the split in nginx's shared memory (see the description);
+        nginx needs the nginx_lb role's reload-free setup (C(nginx_lb_reload_free), the default).
+      - Omitted, the mode of the existing file is kept (files without a mode are V(split_clients)); a
+        new file gets V(split_clients).
+      - A change of the mode is a reload. In V(lua) mode the vhost must set C($<app>_backend) with
+        C(set_by_lua_block) (C(nginx -t) fails otherwise, and nothing is changed).
+    type: str
+    choices: [split_clients, lua]
 notes:
   - Check mode computes the new file, the diff and the result, and touches nothing (it does not
     take the lock either, nor run C(nginx -t)).
@@ -122,6 +151,9 @@ seealso:
   - name: nginx split_clients
     description: The directive that splits requests between the pools.
     link: https://nginx.org/en/docs/http/ngx_http_split_clients_module.html
+  - name: lua-nginx-module
+    description: set_by_lua_block, lua_shared_dict and init_by_lua_block (the reload-free split).
+    link: https://github.com/openresty/lua-nginx-module
 """
 
 EXAMPLES = r"""
@@ -158,6 +190,19 @@ EXAMPLES = r"""
     shares:
       blue: 100
       green: 0
+
+- name: Canary without a reload (file in lua mode; the nginx_lb role sets this up)
+  greenflow.platform.nginx_upstream:
+    app: demo
+    split: lua
+    shares:
+      blue: 75
+      green: 25
+  register: step
+
+- name: Say how it went live
+  ansible.builtin.debug:
+    msg: "{{ step.applied }} ({{ step.applied_reason | default('') }})"
 
 - name: Drive an nginx instance with its own config and prefix
   greenflow.platform.nginx_upstream:
@@ -200,6 +245,29 @@ previous_pools:
   returned: always
   type: dict
   sample: {"blue": ["10.0.0.11:8081"], "green": []}
+applied:
+  description:
+    - How the change reached the running nginx. V(live) - through the control socket, without a reload
+      (split V(lua), shares only); V(reload) - nginx reloaded; V(none) - not at all (no change, check
+      mode, O(reload=false), or nginx not running, which uses the file when it starts).
+  returned: always
+  type: str
+  sample: live
+applied_reason:
+  description: Why the change went live that way (e.g. C(pool members changed), C(only the shares changed)).
+  returned: when the file was written
+  type: str
+  sample: only the shares changed
+live_serial:
+  description: Changes the control path has taken for this app since nginx last seeded it (V(live) only).
+  returned: when applied is live
+  type: int
+  sample: 3
+split:
+  description: The split mode of the file after the run (V(split_clients) or V(lua); empty when there is no file).
+  returned: always
+  type: str
+  sample: lua
 reloaded:
   description: Whether nginx was reloaded (and loaded the new configuration).
   returned: always
@@ -232,12 +300,14 @@ timings:
   description:
     - How long the switch took on the load balancer itself, in seconds; the task's wall time adds
       Ansible's own work (connection, module transfer). V(reload_seconds) lasts until the old workers
-      stop accepting, so every connection opened afterwards gets the new split.
+      stop accepting, so every connection opened afterwards gets the new split. V(control_seconds) (instead
+      of V(reload_seconds)) is the control socket call of a change that went live without a reload.
   returned: when the file was written
   type: dict
   sample: {"write_seconds": 0.002, "validate_seconds": 0.041, "reload_seconds": 0.118, "total_seconds": 0.161}
+
 read_only:
-  description: True when neither O(pools) nor O(shares) was given and nothing was changed.
+  description: True when none of O(pools), O(shares) and O(split) was given and nothing was changed.
   returned: always
   type: bool
   sample: false
@@ -255,6 +325,7 @@ def main():
         pools=dict(type="dict"),
         shares=dict(type="dict"),
         not_after=dict(type="float"),
+        split=dict(type="str", choices=["split_clients", "lua"]),
     )
     argument_spec.update(switch.argument_spec())
     module = AnsibleModule(
@@ -267,7 +338,7 @@ def main():
     except UpstreamError as exc:
         module.fail_json(msg=str(exc))
     try:
-        if p["pools"] is None and p["shares"] is None:
+        if switch.is_read_only(p):
             result = switch.read(p)
         else:
             # the module is the switch's host: run_command, get_bin_path and warn are its own

@@ -47,7 +47,7 @@ description:
     host, where the two modules run.
   - The nginx options (O(conf_path), O(nginx_bin), O(nginx_conf), O(nginx_prefix), O(nginx_pid),
     O(keepalive), O(max_fails), O(fail_timeout), O(validate), O(reload), O(lock_timeout),
-    O(reload_timeout)) are passed to M(greenflow.platform.nginx_upstream) when set; omitted, its
+    O(reload_timeout), O(control_socket)) are passed to M(greenflow.platform.nginx_upstream) when set; omitted, its
     defaults (shown here) apply.
 author:
   - greenflow platform engineers (@greenflow)

@@ -60,10 +60,12 @@ def nginx_lab_factory(tmp_path, pools_factory):
         pytest.skip("nginx is not installed")
     labs = []
 
-    def make(app="demo", blue=2, green=2, shares=None, workers=2):
+    def make(app="demo", blue=2, green=2, shares=None, workers=2, lua=False):
+        if lua and not nginx_fixture.lua_available():
+            pytest.skip("the lua module for nginx (libnginx-mod-http-lua, lua-resty-core) is not installed")
         backends = pools_factory(blue=blue, green=green)
         lab = nginx_fixture.NginxLab(str(tmp_path / ("nginx-%s-%d" % (app, len(labs)))), app=app,
-                                     workers=workers)
+                                     workers=workers, lua=lua)
         lab.backends = backends
         lab.pools = dict((c, [b.address for b in bs]) for c, bs in backends.items())
         labs.append(lab)
@@ -78,3 +80,9 @@ def nginx_lab_factory(tmp_path, pools_factory):
 @pytest.fixture
 def nginx_lab(nginx_lab_factory):
     return nginx_lab_factory()
+
+
+@pytest.fixture
+def lua_lab(nginx_lab_factory):
+    """The reload-free setup of the nginx_lb role (skipped when the lua module is not installed)."""
+    return nginx_lab_factory(lua=True)
