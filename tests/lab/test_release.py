@@ -16,6 +16,7 @@ import re
 import secrets
 import signal
 import ssl
+import subprocess
 import threading
 import time
 import urllib.request
@@ -424,3 +425,35 @@ def test_a_release_reads_its_swarm_secret_and_never_shows_it(release_lab):
     for where, text in (("deploy output", good.stdout + missing.stdout), ("release record", json.dumps(record(lab))),
                         ("service spec", spec)):
         assert value not in text, "the secret's value is in the %s" % where
+
+
+def test_keepalive_clients_lose_nothing_through_a_release_and_a_rollback(release_lab, tmp_path):
+    lab = release_lab
+    # Debian's wrk: HTTP/1.1, 32 keep-alive connections, paced by its Lua delay() to ~180 requests/s,
+    # through a full release (4 steps) and a rollback. Bounded: -d caps it, SIGINT ends it (wrk then
+    # prints its figures).
+    conns, rate = 32, 180
+    script = tmp_path / "pace.lua"
+    script.write_text("function delay()\n  return %d\nend\n" % int(conns * 1000 / rate))
+    workers_before = lab.exec("lb-1", "pgrep", "-f", "nginx: worker").split()
+    wrk = subprocess.Popen(["wrk", "-t", "2", "-c", str(conns), "-d", "300s", "--timeout", "5s", "-s", str(script),
+                            lab.url("/version")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)
+    try:
+        time.sleep(3)
+        deploy = lab.playbook("playbooks/deploy.yml", "-e", "release_version=2", *FAST)
+        back = lab.playbook("playbooks/rollback.yml")
+        time.sleep(2)
+    finally:
+        os.killpg(wrk.pid, signal.SIGINT)
+        out, _ = wrk.communicate(timeout=60)
+    workers_after = lab.exec("lb-1", "pgrep", "-f", "nginx: worker").split()
+    requests = re.search(r"(\d+) requests in", out)
+    print("\n[wrk keep-alive] deploy %.1f s, rollback %.1f s; nginx workers %s (%s); wrk:\n%s"
+          % (deploy.seconds, back.seconds, "unchanged: no reload" if workers_before == workers_after else "replaced",
+             " ".join(workers_after), out))
+    assert requests and int(requests.group(1)) > 1000, out
+    assert "Socket errors" not in out, out        # wrk prints the line only when there are some
+    assert "Non-2xx or 3xx responses" not in out, out
+    assert "switched at once" in " ".join(back.stdout.split())
+    assert versions_now(lab) == {"5": 20}
