@@ -43,3 +43,18 @@ def test_the_roles_service_name_is_the_models():
     for name in ("status.yml", "scale.yml", "main.yml"):
         with open(os.path.join(ROLE, "tasks", name)) as handle:
             assert "{{ app_release_name }}-{{ app_release_color }}" not in handle.read(), name
+
+
+def test_the_load_balancer_role_has_the_same_rule_and_nginx_ids():
+    lb = os.path.join(os.path.dirname(ROLE), "nginx_lb")
+    with open(os.path.join(lb, "vars", "main.yml")) as handle:
+        assert yaml.safe_load(handle)["__nginx_lb_name_pattern"] == model.APP_NAME_PATTERN
+    with open(os.path.join(lb, "tasks", "validate.yml")) as handle:
+        assert "is regex(__nginx_lb_name_pattern, match_type='fullmatch')" in handle.read()
+    # every nginx name and file name the role builds from an app name goes through the model's nginx_id
+    for path in ("templates/vhost.conf.j2", "templates/nginx.conf.j2", "tasks/upstream.yml", "tasks/split_mode.yml",
+                 "tasks/configure.yml"):
+        with open(os.path.join(lb, path)) as handle:
+            text = handle.read()
+        assert "greenflow-upstream-{{ nginx_lb_app.name }}" not in text and "${{ app.name }}" not in text, path
+    assert model.nginx_id("my-shop") == "my_shop" and model.nginx_conf_name("my-shop") == "greenflow-upstream-my_shop.conf"
