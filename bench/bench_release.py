@@ -123,8 +123,8 @@ def gated(args, name, version, env):
 def rollback(args):
     proc, load = loaded(args, lambda _load: playbook("playbooks/rollback.yml"))
     flat = " ".join(proc.stdout.split())  # the YAML callback folds long messages
-    switch = re.search(r"nginx switch ([0-9.]+) s", flat)
-    on_nginx = re.search(r"reload on the load balancer ([0-9.]+) s", flat)
+    switch = re.search(r"switch on the load balancer ([0-9.]+) s", flat)
+    on_nginx = re.search(r"nginx -t \+ switch ([0-9.]+) s", flat)
     row = {"case": "rollback", "how": "gated", "rc": proc.returncode, "outcome": record()[-1]["outcome"],
            "wall_s": round(proc.seconds, 1), "switch_s": float(switch.group(1)) if switch else None,
            "switch_on_nginx_s": float(on_nginx.group(1)) if on_nginx else None}

@@ -165,6 +165,11 @@ probe:
   description: The health probe of the target colour's servers - C(servers), C(problems) (one C(server - why) each), C(seconds).
   returned: when the record allowed an instant switch
   type: dict
+applied:
+  description: How the instant switch reached nginx - V(live) (the reload-free split, no reload) or V(reload).
+  returned: when switched
+  type: str
+  sample: live
 timings:
   description: Seconds on the load balancer - C(probe_seconds), C(switch_seconds) (write, C(nginx -t), reload), C(total_seconds).
   returned: always
@@ -315,7 +320,7 @@ class Rollback(object):
                 self.result["entry"] = _no_env(entry)
             self.fail("Rollback of %s to %s (%s) FAILED on nginx, traffic was not moved (nginx still sends %s): %s"
                       % (p["app"], target.get("version"), target["color"], rb.shares_text(self.result["previous_shares"]), msg))
-        self.result.update(switched=True, shares=done.get("shares", {}))
+        self.result.update(switched=True, shares=done.get("shares", {}), applied=done.get("applied", "reload"))
         self.result["timings"]["switch_seconds"] = done.get("timings", {}).get("total_seconds")
         how = "instant switch, %s s on nginx" % self.result["timings"]["switch_seconds"]
         if entry is not None:

@@ -168,7 +168,7 @@ def test_rollback_right_after_a_good_release_drops_no_request(release_lab):
     proc, load, summary = run_under_load(lab, "playbooks/rollback.yml", *lab.hook)
     assert summary["failed"] == 0, summary
     flat = " ".join(proc.stdout.split())  # the YAML callback folds long messages
-    switch = re.search(r"switch on the load balancer ([0-9.]+) s, of which write \+ nginx -t \+ reload ([0-9.]+) s",
+    switch = re.search(r"switch on the load balancer ([0-9.]+) s, of which write \+ nginx -t \+ switch ([0-9.]+) s",
                        flat)
     window = load.switch_window("2", "1", since=proc.started_on_load)
     # speed is bench/bench_rollback.py's to judge; printed here for the record of this run
