@@ -317,6 +317,18 @@ LUA_HTTP = """
 """
 
 
+def _wait_gone(pid, timeout):
+    """Wait (bounded) until process ``pid`` has exited; True when it has."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 class NginxLab:
     """An nginx master on 127.0.0.1:<free port> with its own prefix, for one app."""
 
@@ -497,14 +509,8 @@ class NginxLab:
         if pid is None:
             return
         os.kill(pid, signal.SIGQUIT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except OSError:
-                return
-            time.sleep(0.05)
-        raise RuntimeError("nginx master %d did not quit within %d s" % (pid, timeout))
+        if not _wait_gone(pid, timeout):
+            raise RuntimeError("nginx master %d did not quit within %d s" % (pid, timeout))
 
     def _stop_master(self):
         pid = self.master_pid()
@@ -514,14 +520,8 @@ class NginxLab:
             os.kill(pid, signal.SIGTERM)
         except OSError:
             return
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except OSError:
-                return
-            time.sleep(0.05)
-        os.kill(pid, signal.SIGKILL)
+        if not _wait_gone(pid, 10):
+            os.kill(pid, signal.SIGKILL)
 
     def log_offset(self):
         try:
