@@ -22,10 +22,6 @@ description:
 author:
   - greenflow platform engineers (@greenflow)
 options:
-  app:
-    description: Name of the app; 1-48 lowercase letters, digits, C(-) and C(_), starting with a letter (the rule of the whole collection).
-    type: str
-    required: true
   action:
     description:
       - C(read) returns the record and changes nothing.
@@ -148,6 +144,7 @@ options:
     type: int
     default: 10
 extends_documentation_fragment:
+  - greenflow.platform.app
   - greenflow.platform.attributes
 attributes:
   check_mode:

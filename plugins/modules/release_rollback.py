@@ -35,10 +35,6 @@ description:
 author:
   - greenflow platform engineers (@greenflow)
 options:
-  app:
-    description: Name of the app; 1-48 lowercase letters, digits, C(-) and C(_), starting with a letter (the rule of the whole collection).
-    type: str
-    required: true
   force:
     description:
       - Go ahead while an entry is in progress (a deploy or rollback whose run died - make sure it did).
@@ -76,6 +72,7 @@ options:
     type: int
     default: 10
 extends_documentation_fragment:
+  - greenflow.platform.app
   - greenflow.platform.nginx
   - greenflow.platform.attributes
 attributes:
