@@ -267,7 +267,10 @@ def render_nft(host_rules, table='greenflow', allow_ping=True, log_drops=False, 
     """
     if not TABLE_RE.match(str(table)):
         raise FirewallPolicyError('table name must be letters, digits and _ (at most 32), got %r' % (table,))
-    inbound = [r for r in host_rules if not r['published']]
+    # published ports are accepted on the input path too, from the same sources: a node that has no
+    # task of the colour answers the load balancer with a reset (nginx tries the next server at once)
+    # instead of letting it wait for its connect timeout
+    inbound = list(host_rules)
     published = [r for r in host_rules if r['published']]
     out = []
     if header:

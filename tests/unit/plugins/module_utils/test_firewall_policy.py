@@ -196,8 +196,12 @@ def test_render_input_drops_by_default_and_published_ports_are_guarded_before_dn
     assert 'ip saddr 10.0.0.4/32 tcp dport { 8001, 8002 } return' in guard
     assert 'ip6 saddr fd00::4/128 tcp dport { 8001, 8002 } return' in guard
     assert guard.strip().splitlines()[-3].strip().startswith("drop")
-    # published ports are not opened in the input chain
-    assert "8001" not in text.split("chain published {", 1)[0]
+    # on the input path (no task of the colour on this node, docker-proxy) the same sources only
+    input_chain = text.split("chain published {", 1)[0]
+    assert 'ip saddr 10.0.0.4/32 tcp dport { 8001, 8002 } accept' in input_chain
+    assert [line for line in input_chain.splitlines() if "8001" in line] == [
+        '        ip saddr 10.0.0.4/32 tcp dport { 8001, 8002 } accept comment "published app ports from the load balancers"',
+        '        ip6 saddr fd00::4/128 tcp dport { 8001, 8002 } accept comment "published app ports from the load balancers"']
 
 
 def test_render_of_a_database_host_has_no_published_jump():
