@@ -339,3 +339,34 @@ def test_bad_input_is_refused_and_changes_nothing(fw_lab):
     assert "70000" in proc.stdout, proc.stdout[-3000:]
     assert fw_lab.exec(host, "sha256sum", "/etc/nftables.conf") == file_before
     assert without_counters(nft(fw_lab, host, "list", "table", "inet", "greenflow")) == table_before
+
+
+# ------------------------------------------------------------------------------------------ SSH hardening
+
+
+def test_sshd_where_it_runs_takes_keys_only(fw_lab):
+    """The backup host runs sshd (pg_backup's WAL push): hardened, password logins not even offered."""
+    host, client = BACKUP[0], DB[0]
+    effective = fw_lab.exec(host, "sshd", "-T").lower().splitlines()
+    for line in ("passwordauthentication no", "kbdinteractiveauthentication no",
+                 "permitrootlogin without-password", "permitemptypasswords no"):
+        assert line in effective, "%s: sshd -T has no %r" % (host, line)
+    proc = subprocess.run(["docker", "exec", fw_lab.container(client), "ssh", "-o", "BatchMode=yes",
+                           "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                           "-o", "PreferredAuthentications=password,keyboard-interactive", "-o", "ConnectTimeout=5",
+                           "nobody@" + fw_lab.addresses[host], "true"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "Permission denied (publickey)" in proc.stderr, proc.stderr
+
+
+def test_a_bad_sshd_setting_is_refused_and_changes_nothing(fw_lab):
+    host = BACKUP[0]
+    dropin = "/etc/ssh/sshd_config.d/10-greenflow-hardening.conf"
+    before = fw_lab.exec(host, "sha256sum", dropin)
+    proc = fw_lab.playbook("playbooks/host_security.yml", "--limit", host, "-e",
+                           '{"security_sshd_extra_settings": {"NoSuchSetting": "yes"}}', check=False)
+    assert proc.returncode != 0
+    assert "NoSuchSetting" in proc.stdout, proc.stdout[-3000:]
+    assert fw_lab.exec(host, "sha256sum", dropin) == before
+    assert fw_lab.exec(host, "systemctl", "is-active", "ssh").strip() == "active"
+    assert "passwordauthentication no" in fw_lab.exec(host, "sshd", "-T").lower()
