@@ -370,3 +370,20 @@ def test_a_bad_sshd_setting_is_refused_and_changes_nothing(fw_lab):
     assert fw_lab.exec(host, "sha256sum", dropin) == before
     assert fw_lab.exec(host, "systemctl", "is-active", "ssh").strip() == "active"
     assert "passwordauthentication no" in fw_lab.exec(host, "sshd", "-T").lower()
+
+
+# ------------------------------------------------------------------------------------------ security updates
+
+
+def test_security_updates_only_and_database_hosts_never_reboot_together(fw_lab):
+    windows = {}
+    for host in HOSTS:
+        origins = [line for line in fw_lab.exec(host, "apt-config", "dump", "Unattended-Upgrade::Origins-Pattern")
+                   .splitlines() if line.startswith("Unattended-Upgrade::Origins-Pattern:: ")]
+        assert origins == ['Unattended-Upgrade::Origins-Pattern:: '
+                           '"origin=Debian,codename=${distro_codename}-security,label=Debian-Security";'], (host, origins)
+        reboot = fw_lab.exec(host, "apt-config", "dump", "Unattended-Upgrade::Automatic-Reboot-Time")
+        windows[host] = reboot.split('"')[1]
+    hours = sorted(int(windows[h][:2]) * 60 + int(windows[h][3:]) for h in DB)
+    print("\n[security] reboot windows: %s" % windows)
+    assert hours[1] - hours[0] >= 120, "database hosts' reboot windows too close: %s" % windows
