@@ -16,16 +16,18 @@ LAB_INVENTORY := inventories/lab
 # Control-node packages: the lab engine and image builder, nginx and PostgreSQL for the integration
 # tests (they run real servers on 127.0.0.1).
 # shellcheck is for ansible-test's shellcheck sanity test.
+# nftables: the firewall render tests check every rendered rule set with `nft -c -f` (nothing is loaded).
 # libnginx-mod-http-lua and lua-resty-core: the reload-free split (nginx_lb_reload_free) in the integration tests.
 DEBIAN_PACKAGES := docker.io debootstrap nginx-light libnginx-mod-http-lua lua-resty-core wrk postgresql python3-venv \
-                   rsync curl openssl shellcheck
+                   rsync curl openssl shellcheck nftables
 
 .PHONY: help demo test venv debian-packages docker lab-up lab-down lab-status lab-image \
-        test-unit test-integration test-lab test-data test-release test-shared-lab test-package lint sanity molecule clean
+        test-unit test-integration test-lab test-data test-release test-firewall test-shared-lab test-package lint sanity \
+        molecule clean
 
 help:
 	@echo "make demo        bring the local lab up and run the platform on it"
-	@echo "make test        unit + integration tests, lint, then on one lab: molecule, releases under load, data"
+	@echo "make test        unit + integration tests, lint, then on one lab: molecule, releases under load, data, firewall"
 	@echo "make lab-up | lab-down | lab-status"
 
 $(VENV)/.installed: requirements.txt
@@ -95,6 +97,10 @@ test-data: venv docker
 # Releases under load (good, bad, never healthy, rollbacks, webhook) on a prefixed lab of its own.
 test-release: venv docker
 	pytest -q -s tests/lab/test_release.py
+
+# The host firewall on a prefixed lab of its own: the reachability matrix, restarts, a reboot.
+test-firewall: venv docker
+	pytest -q -s tests/lab/test_firewall.py
 
 molecule: venv docker
 	molecule test --all

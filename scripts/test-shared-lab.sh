@@ -7,7 +7,8 @@
 #      controller runs at a lower CPU priority (nice), so that the release side's load generator
 #      keeps its rate on a small machine (a lower CPU weight for the PostgreSQL containers as well
 #      made the data side take longer than both scenarios one after the other);
-#   3. destroy the lab, also when a step failed or the run was interrupted.
+#   3. the host firewall (tests/lab/test_firewall.py): the reachability matrix, restarts, a reboot;
+#   4. destroy the lab, also when a step failed or the run was interrupted.
 # Each scenario can still run on a lab of its own: make molecule | test-release | test-data.
 #
 # The lab is prefixed (GREENFLOW_SHARED_LAB_PREFIX, default ci-shared-, loopback ports 46080 / 46443),
@@ -53,3 +54,9 @@ scripts/side-by-side.sh \
   release "pytest -q -s -p no:cacheprovider tests/lab/test_release.py" \
   data "nice -n 10 pytest -q -s -p no:cacheprovider tests/lab/test_data.py"
 elapsed "release and data scenarios, side by side" "$started"
+
+# last: the firewall's reachability matrix, then Docker and nftables restarted on a worker and another
+# rebooted (after the scenarios that use those hosts)
+started=$(date +%s)
+pytest -q -s -p no:cacheprovider tests/lab/test_firewall.py
+elapsed "firewall (matrix, restarts, reboot)" "$started"

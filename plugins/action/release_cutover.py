@@ -5,8 +5,8 @@
 
 Runs on the controller; the task targets the load balancer host. Every step sets the shares
 with greenflow.platform.nginx_upstream, then watches the step's window of the access log with
-greenflow.platform.traffic_window (both through _execute_module, so on the load balancer) and
-probes the new colour's health URLs from the controller, every poll_seconds. The documentation
+greenflow.platform.traffic_window (both through _execute_module, so on the load balancer), which
+also probes the new colour's health URLs from the load balancer, every poll_seconds. The documentation
 is in plugins/modules/release_cutover.py; the decisions in module_utils/_cutover_gates.py.
 """
 
@@ -17,7 +17,6 @@ __metaclass__ = type
 import os
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 from ansible.errors import AnsibleActionFail
@@ -162,31 +161,6 @@ def check_options(args):
     return gates, list(steps)
 
 
-def probe_health(urls, timeout, verify):
-    """Probe every URL (in parallel); a 2xx answer is healthy. Returns a list of results."""
-    if not urls:
-        return []
-    try:
-        import requests
-    except ImportError:
-        return [{"url": u, "ok": False, "error": "python 'requests' is missing on the controller"}
-                for u in urls]
-
-    def one(url):
-        start = time.monotonic()
-        try:
-            resp = requests.get(url, timeout=timeout, verify=verify, allow_redirects=False)
-            ok = 200 <= resp.status_code < 300
-            return {"url": url, "ok": ok, "status": resp.status_code,
-                    "ms": round(1000 * (time.monotonic() - start), 1)}
-        except Exception as exc:  # any failure to get an answer is a failed probe
-            return {"url": url, "ok": False, "error": "%s: %s" % (type(exc).__name__, exc),
-                    "ms": round(1000 * (time.monotonic() - start), 1)}
-
-    with ThreadPoolExecutor(max_workers=min(8, len(urls))) as pool:
-        return list(pool.map(one, urls))
-
-
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = True
@@ -213,8 +187,7 @@ class ActionModule(ActionBase):
             if self._task.check_mode:
                 result.update(self._plan(steps))
             else:
-                with ThreadPoolExecutor(max_workers=1) as self._probe_pool:
-                    result.update(self._cutover(steps))
+                result.update(self._cutover(steps))
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)
         return result
@@ -234,6 +207,12 @@ class ActionModule(ActionBase):
         if shares is not None:
             out["shares"] = shares
         return out
+
+    def _probe_args(self):
+        """traffic_window's health probe options: the new colour's servers, probed from the LB."""
+        a = self._args
+        return {"health_urls": a["health_urls"], "health_timeout": a["health_timeout"],
+                "health_validate_certs": a["health_validate_certs"]}
 
     def _run(self, module, module_args):
         res = self._execute_module(module_name=module, module_args=module_args,
@@ -356,11 +335,11 @@ class ActionModule(ActionBase):
         thresholds = gates_mod.latency_thresholds(gates)
 
         # preflight: the log is readable and the new colour is healthy, before any traffic moves
-        mark = self._run(WINDOW_MODULE, {"log_path": a["log_path"], "from_end": True})
+        mark = self._run(WINDOW_MODULE, dict(self._probe_args(), log_path=a["log_path"], from_end=True))
         if mark.get("failed"):
             raise AnsibleActionFail("release_cutover: cannot read the access log %s (nothing was "
                                     "changed): %s" % (a["log_path"], mark.get("msg")))
-        health = probe_health(a["health_urls"], a["health_timeout"], a["health_validate_certs"])
+        health = mark.get("health") or []
         bad = [h for h in health if not h["ok"]]
         timeline.append({"event": "preflight", "time": _now_iso(), "health": health})
         if bad:
@@ -461,15 +440,13 @@ class ActionModule(ActionBase):
             self._check_controller()
             self._renew_lease()
             poll_start = time.monotonic()
-            # the probes run while the log is read on the load balancer
-            probes = self._probe_pool.submit(probe_health, a["health_urls"],
-                                             a["health_timeout"], a["health_validate_certs"])
-            window_args = {"log_path": a["log_path"], "pools": attribution,
-                           "position": step["position"], "latency_thresholds_ms": thresholds}
+            # traffic_window probes the new colour from the load balancer while it reads the log
+            window_args = dict(self._probe_args(), log_path=a["log_path"], pools=attribution,
+                               position=step["position"], latency_thresholds_ms=thresholds)
             if a.get("log_match"):
                 window_args["match"] = a["log_match"]
             window = self._run(WINDOW_MODULE, window_args)
-            health = probes.result()
+            health = window.get("health") or []
             now = time.monotonic()
             if window.get("failed"):
                 decision = {"verdict": gates_mod.ABORT, "breaches": [

@@ -20,11 +20,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import threading
-
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_lease as lease_mod
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_model as model
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_record as rr
+from ansible_collections.greenflow.platform.plugins.module_utils._health_probe import failure_reason, probe_urls
 
 
 def shares_text(shares):
@@ -97,26 +96,9 @@ def instant_blocker(record, target, pools):
 def probe(servers, path, timeout, fetch):
     """GET http://<server><path> on every server at once; ``fetch(url, timeout)`` returns the HTTP
     status or raises. Returns the problems, one ``"server: why"`` each (empty: all answered 2xx)."""
-    problems = {}
-
-    def one(server):
-        url = "http://%s%s" % (server, path)
-        try:
-            status = fetch(url, timeout)
-        except Exception as exc:  # pylint: disable=broad-except  # any failure to answer is the finding
-            problems[server] = "no answer (%s)" % (str(exc) or exc.__class__.__name__)
-            return
-        if not 200 <= int(status) < 300:
-            problems[server] = "HTTP %s" % status
-
-    threads = [threading.Thread(target=one, args=(server,)) for server in servers]
-    for thread in threads:
-        thread.start()
-    for server, thread in zip(servers, threads):
-        thread.join(timeout + 1)
-        if thread.is_alive():
-            problems.setdefault(server, "no answer within %g s" % timeout)
-    return ["%s: %s" % (server, problems[server]) for server in servers if server in problems]
+    results = probe_urls(["http://%s%s" % (server, path) for server in servers], timeout, fetch)
+    return ["%s: %s" % (server, failure_reason(result))
+            for server, result in zip(servers, results) if not result["ok"]]
 
 
 def claim(entry, user, now, detail):

@@ -19,8 +19,8 @@ description:
   - Moves the traffic of an app from O(from_color) to O(to_color) in steps (default 5, 25, 50,
     100 %). Each step sets the shares with M(greenflow.platform.nginx_upstream), dwells
     O(step_seconds) and watches the step's window of the load balancer's JSON access log with
-    M(greenflow.platform.traffic_window) every O(poll_seconds), and probes O(health_urls) of the
-    new colour from the controller at every poll.
+    M(greenflow.platform.traffic_window) every O(poll_seconds); in the same module run, on the load
+    balancer, it probes O(health_urls) of the new colour.
   - If the ansible-playbook process that runs the cutover is killed (its workers outlive a
     SIGKILL), the cutover stops at its next poll and moves no more traffic; the release record
     stays C(in_progress) until C(rollback.yml -e release_force=true).
@@ -89,7 +89,7 @@ options:
   health_urls:
     description:
       - Health endpoints of the new colour (its servers directly, not through nginx), probed
-        with GET from the controller before the first step and at every poll. Any answer other
+        with GET from the load balancer (the path nginx's traffic takes) before the first step and at every poll. Any answer other
         than 2xx, or none within O(health_timeout), aborts.
     type: list
     elements: str
@@ -129,7 +129,6 @@ notes:
   - Check mode prints and returns the plan (RV(plan)) and moves no traffic.
   - The task's duration is bounded - at most about len(steps) x (O(step_seconds) +
     O(max_wait_seconds)) plus the time of the module runs.
-  - C(requests) must be installed on the controller for O(health_urls).
 extends_documentation_fragment:
   - greenflow.platform.gates
   - greenflow.platform.nginx

@@ -86,6 +86,23 @@ options:
     description: Suffix of the rotated log (logrotate's default C(.1)).
     type: str
     default: ".1"  # quoted: bare .1 is the number 0.1 in YAML
+  health_urls:
+    description:
+      - URLs to GET from the managed host (the load balancer) while the log is read, all at once;
+        RV(health) tells how each answered. greenflow.platform.release_cutover probes the new
+        colour's servers this way, so that the probes take nginx's path and the firewall needs to
+        let only the load balancers reach the colours' ports.
+    type: list
+    elements: str
+    default: []
+  health_timeout:
+    description: Timeout of one health probe, in seconds.
+    type: float
+    default: 2
+  health_validate_certs:
+    description: Verify TLS certificates of https O(health_urls).
+    type: bool
+    default: true
 notes:
   - Read only; never changes anything. Check mode runs it as usual.
 extends_documentation_fragment:
@@ -261,11 +278,23 @@ seconds:
   description: Time spent reading, in seconds.
   returned: always
   type: float
+health:
+  description:
+    - One entry per O(health_urls), in their order - C(url), C(ok) (a 2xx answer), C(ms), and
+      C(status) (the answer) or C(error) (no answer). Empty without O(health_urls).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"url": "http://10.0.0.11:8002/health", "ok": true, "status": 200, "ms": 3.1}]
 """
 
+import threading
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.six.moves.urllib.error import HTTPError
+from ansible.module_utils.urls import open_url
+from ansible_collections.greenflow.platform.plugins.module_utils._health_probe import probe_urls
 from ansible_collections.greenflow.platform.plugins.module_utils._traffic_stats import (
     read_window,
 )
@@ -298,6 +327,37 @@ def _check_position(module, position):
     return pos
 
 
+def _fetcher(validate_certs):
+    def fetch(url, timeout):
+        try:
+            return open_url(url, method="GET", timeout=timeout, follow_redirects="none",
+                            use_proxy=False, validate_certs=validate_certs).getcode()
+        except HTTPError as exc:
+            return exc.code
+    return fetch
+
+
+def _start_probes(urls, timeout, validate_certs):
+    """Probe ``urls`` in the background; returns a function that waits for and returns the results."""
+    box = {"health": []}
+    if not urls:
+        return lambda: box["health"]
+
+    def run():
+        box["health"] = probe_urls(urls, timeout, _fetcher(validate_certs))
+
+    thread = threading.Thread(target=run)
+    thread.daemon = True
+    thread.start()
+
+    def results():
+        thread.join(timeout + 2)
+        return box["health"] if not thread.is_alive() else [
+            {"url": url, "ok": False, "timed_out": True, "error": "no answer within %g s" % timeout}
+            for url in urls]
+    return results
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -311,6 +371,9 @@ def main():
             match=dict(type="dict"),
             latency_thresholds_ms=dict(type="list", elements="float", default=[]),
             rotated_suffix=dict(type="str", default=".1"),
+            health_urls=dict(type="list", elements="str", default=[]),
+            health_timeout=dict(type="float", default=2.0),
+            health_validate_certs=dict(type="bool", default=True),
         ),
         mutually_exclusive=[("from_end", "position"), ("from_end", "since")],
         supports_check_mode=True,
@@ -320,8 +383,14 @@ def main():
         module.fail_json(msg="max_lines must be >= 1, got %d" % p["max_lines"])
     if not p["rotated_suffix"]:
         module.fail_json(msg="rotated_suffix must not be empty")
+    if not p["health_timeout"] > 0:
+        module.fail_json(msg="health_timeout must be > 0, got %r" % p["health_timeout"])
+    bad_urls = [u for u in p["health_urls"] if not u.startswith(("http://", "https://"))]
+    if bad_urls:
+        module.fail_json(msg="health_urls must be http:// or https:// URLs, got %r" % bad_urls)
     pools = _check_pools(module, p["pools"])
     position = _check_position(module, p["position"])
+    health = _start_probes(p["health_urls"], p["health_timeout"], p["health_validate_certs"])
     start = time.monotonic()
     try:
         result = read_window(
@@ -333,6 +402,7 @@ def main():
     except (OSError, IOError) as exc:
         module.fail_json(msg="cannot read %s: %s" % (p["log_path"], exc))
     result["seconds"] = round(time.monotonic() - start, 4)
+    result["health"] = health()
     module.exit_json(changed=False, **result)
 
 
