@@ -94,14 +94,6 @@ options:
     type: list
     elements: str
     default: []
-  health_timeout:
-    description: Timeout of one health probe, in seconds.
-    type: float
-    default: 2
-  health_validate_certs:
-    description: Verify TLS certificates of https health URLs.
-    type: bool
-    default: true
   log_path:
     description: The JSON access log on the load balancer (see M(greenflow.platform.traffic_window)).
     type: path
@@ -130,6 +122,7 @@ notes:
   - The task's duration is bounded - at most about len(steps) x (O(step_seconds) +
     O(max_wait_seconds)) plus the time of the module runs.
 extends_documentation_fragment:
+  - greenflow.platform.health_probe
   - greenflow.platform.gates
   - greenflow.platform.nginx
   - greenflow.platform.attributes

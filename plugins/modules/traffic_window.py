@@ -95,17 +95,10 @@ options:
     type: list
     elements: str
     default: []
-  health_timeout:
-    description: Timeout of one health probe, in seconds.
-    type: float
-    default: 2
-  health_validate_certs:
-    description: Verify TLS certificates of https O(health_urls).
-    type: bool
-    default: true
 notes:
   - Read only; never changes anything. Check mode runs it as usual.
 extends_documentation_fragment:
+  - greenflow.platform.health_probe
   - greenflow.platform.attributes
   - greenflow.platform.attributes.idempotent
 attributes:
