@@ -11,10 +11,11 @@ failure; GREENFLOW_DATA_KEEP_LAB=1 keeps it for a look). With GREENFLOW_LAB_REUS
 already provisioned lab instead (tests/lab/shared_lab.py). The tests run in file order and build on each
 other (one lab, one story): PITR by time, then by LSN (the replica re-cloned; a re-run of the role
 keeps it; a stopped server is not restored without restore_confirm) -> verification and retention ->
-failover refused without failover_confirm and when the old primary cannot be fenced -> synchronous
-failover (the fenced old primary restarted and rebooted stays a standby or down) + pg_rewind ->
-asynchronous failover refused above failover_max_lag_bytes, allowed with a larger limit, and the fenced
-old primary rewound again (the lab ends as the inventory describes it).
+failover refused without failover_confirm, when the old primary cannot be fenced, and (before the fence)
+when the replica lags too far behind a running primary -> synchronous failover (the fenced old primary
+restarted and rebooted stays a standby or down) + pg_rewind -> asynchronous failover refused above
+failover_max_lag_bytes, allowed with a larger limit, and the fenced old primary rewound again (the lab
+ends as the inventory describes it).
 """
 import json
 import os
@@ -353,6 +354,33 @@ def test_failover_is_refused_when_the_old_primary_cannot_be_fenced(lab, tmp_path
     _not_changed_by_a_refused_failover()
 
 
+def _replica_receiving(container, receiving):
+    """Cut (False) or restore (True) what a standby receives: its streaming and its archive recovery."""
+    for setting in ('primary_conninfo', 'restore_command'):
+        psql(container, ('ALTER SYSTEM RESET %s' % setting) if receiving else ("ALTER SYSTEM SET %s = ''" % setting),
+             db='postgres')
+    psql(container, 'SELECT pg_reload_conf()', db='postgres')
+    if not receiving:
+        wait_for('the replica to stop receiving',
+                 lambda: psql(container, 'SELECT count(*) FROM pg_stat_wal_receiver', db='postgres') == '0')
+
+
+def test_failover_is_refused_before_the_fence_when_the_replica_lags(lab):
+    # the old primary still runs and the replica is too far behind: it is not even stopped
+    _replica_receiving(REPLICA, False)
+    try:
+        psql(PRIMARY, 'CREATE TABLE IF NOT EXISTS lag_probe(id int)')
+        psql(PRIMARY, 'INSERT INTO lag_probe SELECT generate_series(1, 2000)')
+        refused = play('playbooks/failover.yml', *CONFIRM, '-e', 'failover_max_lag_bytes=1000', check=False)
+        assert refused.returncode != 0, refused.stdout[-3000:]
+        assert 'failover_max_lag_bytes=1000' in refused.flat and 'Nothing was changed' in refused.flat, \
+            refused.stdout[-3000:]
+        assert 'mask the unit' not in refused.flat  # stopped before the fence's first step
+    finally:
+        _replica_receiving(REPLICA, True)
+    _not_changed_by_a_refused_failover()
+
+
 def _fenced_stays_down_or_standby(container, reboot=True):
     """The fenced old primary: masked, standby.signal; systemctl start fails, a reboot does not start it,
     and started by hand it is a standby."""
@@ -432,11 +460,7 @@ def test_asynchronous_failover_is_limited_by_the_lag(lab, tmp_path):
     cut = int(sh(new_primary, 'wc -l < /tmp/acked'))  # committed a second before the cut: streamed
     time.sleep(1)
     # the replica stops receiving (no streaming, no archive): everything committed from now on is lag
-    for setting in ('primary_conninfo', 'restore_command'):
-        psql(new_replica, "ALTER SYSTEM SET %s = ''" % setting, db='postgres')
-    psql(new_replica, 'SELECT pg_reload_conf()', db='postgres')
-    wait_for('the replica to stop receiving',
-             lambda: psql(new_replica, 'SELECT count(*) FROM pg_stat_wal_receiver', db='postgres') == '0')
+    _replica_receiving(new_replica, False)
     time.sleep(3)
     acked = _crash(new_primary)
     assert len(acked) > cut, (len(acked), cut)
@@ -455,9 +479,7 @@ def test_asynchronous_failover_is_limited_by_the_lag(lab, tmp_path):
         proc = play('playbooks/failover.yml', *(CONFIRM + SECRETS), '-e', 'failover_max_lag_bytes=1073741824',
                     inventory=inventory)
     finally:
-        for setting in ('primary_conninfo', 'restore_command'):
-            psql(new_replica, 'ALTER SYSTEM RESET %s' % setting, db='postgres')
-        psql(new_replica, 'SELECT pg_reload_conf()', db='postgres')
+        _replica_receiving(new_replica, True)
     lag = _failover_report(proc.stdout)
     present = {int(x) for x in psql(new_replica, 'SELECT id FROM acked').split()}
     FIGURES['async_acknowledged'] = len(acked)
