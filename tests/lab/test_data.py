@@ -10,8 +10,12 @@ containers and network), provisions PostgreSQL and backups, and removes that lab
 failure; GREENFLOW_DATA_KEEP_LAB=1 keeps it for a look). With GREENFLOW_LAB_REUSE=1 it runs on an
 already provisioned lab instead (tests/lab/shared_lab.py). The tests run in file order and build on each
 other (one lab, one story): PITR by time, then by LSN (the replica re-cloned; a re-run of the role
-keeps it) -> verification and retention -> synchronous failover + pg_rewind -> asynchronous failover
-with the lag measured.
+keeps it; a stopped server is not restored without restore_confirm) -> verification and retention ->
+failover refused without failover_confirm, when the old primary cannot be fenced, and (before the fence)
+when the replica lags too far behind a running primary -> synchronous failover (the fenced old primary
+restarted and rebooted stays a standby or down) + pg_rewind -> asynchronous failover refused above
+failover_max_lag_bytes, allowed with a larger limit, and the fenced old primary rewound again (the lab
+ends as the inventory describes it).
 """
 import json
 import os
@@ -43,6 +47,10 @@ REPLICA = PREFIX + 'pg-replica-1'
 STORE = '/var/lib/greenflow-backup/main'
 PG_BIN = '/usr/lib/postgresql/15/bin'
 REPLICA_DATA = '/var/lib/postgresql/15/main'
+PG_DATA = '/var/lib/postgresql/15/main'
+PG_UNIT = 'postgresql@15-main'
+CONFIRM = ['-e', 'failover_confirm=main']
+SECRETS = ['-e', 'postgresql_lab_secrets_dir=%s/lab/.secrets' % REPO]
 FIGURES = {}
 
 
@@ -55,6 +63,8 @@ def play(playbook, *extra, inventory=None, check=True):
     print('%s %s: rc=%d in %.0f s' % (playbook, ' '.join(extra), proc.returncode, time.time() - started))
     if check and proc.returncode != 0:
         pytest.fail('%s failed:\n%s' % (playbook, proc.stdout[-6000:]))
+    # the YAML callback folds long messages over lines: `flat` has them on one line, for matching
+    proc.flat = ' '.join(proc.stdout.split())
     return proc
 
 
@@ -68,6 +78,50 @@ def sh(container, command, check=True):
 
 def psql(container, sql, db='app'):
     return sh(container, 'runuser -u postgres -- psql -X -qtA -v ON_ERROR_STOP=1 -d %s -c "%s"' % (db, sql))
+
+
+def in_recovery(container):
+    """'t' or 'f' from pg_is_in_recovery(), or None when PostgreSQL does not answer there."""
+    proc = subprocess.run(['docker', 'exec', container, 'runuser', '-u', 'postgres', '--', 'psql', '-X', '-qtA',
+                           '-d', 'postgres', '-c', 'SELECT pg_is_in_recovery()'],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def wait_for(what, probe, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(1)
+    pytest.fail('waited %d s for %s' % (timeout, what))
+
+
+def streaming(primary):
+    return psql(primary, 'SELECT state FROM pg_stat_replication', db='postgres') == 'streaming'
+
+
+def inventory_copy(tmp_path, swap=False, unreachable=()):
+    """The lab inventory in tmp_path: pg_primary / pg_replica swapped (as after a failover), and the hosts
+    named in `unreachable` pointed at containers that do not exist (a host this controller cannot reach)."""
+    inventory = tmp_path / ('inventory-swapped' if swap else 'inventory')
+    inventory.mkdir()
+    for sub in ('group_vars', 'host_vars'):
+        os.symlink(os.path.join(REPO, 'inventories', 'lab', sub), str(inventory / sub))
+    text = open(os.path.join(REPO, 'inventories', 'lab', 'hosts.yml')).read()
+    if swap:
+        text = (text.replace('pg-primary-1:', 'PRIMARY_TMP:').replace('pg-replica-1:', 'pg-primary-1:')
+                .replace('PRIMARY_TMP:', 'pg-replica-1:')
+                .replace('"{{ lab_prefix }}pg-primary-1"', '"{{ lab_prefix }}TMP"')
+                .replace('"{{ lab_prefix }}pg-replica-1"', '"{{ lab_prefix }}pg-primary-1"')
+                .replace('"{{ lab_prefix }}TMP"', '"{{ lab_prefix }}pg-replica-1"'))
+    for host in unreachable:
+        marker = '"{{ lab_prefix }}%s"' % host
+        assert marker in text, host
+        text = text.replace(marker, '"{{ lab_prefix }}%s-unreachable"' % host)
+    (inventory / 'hosts.yml').write_text(text)
+    return str(inventory)
 
 
 def store_listing():
@@ -122,7 +176,7 @@ def test_point_in_time_restore_has_exactly_the_rows_before_the_target(lab):
 
     # a running primary is not overwritten without the cluster's name
     refused = play('playbooks/restore.yml', '-e', 'restore_confirm=wrong', check=False)
-    assert refused.returncode != 0 and 'runs a PRIMARY' in refused.stdout
+    assert refused.returncode != 0 and 'runs a PRIMARY' in refused.flat
     assert psql(PRIMARY, 'SELECT count(*) FROM pitr') == '100'
 
     started = time.time()
@@ -133,6 +187,26 @@ def test_point_in_time_restore_has_exactly_the_rows_before_the_target(lab):
     # the replica was rebuilt from the restored primary and streams again
     assert psql(PRIMARY, 'SELECT state FROM pg_stat_replication', db='postgres') == 'streaming'
     assert psql(PRIMARY, 'SELECT pg_is_in_recovery()') == 'f'
+
+
+def test_a_stopped_server_is_not_restored_without_restore_confirm(lab):
+    # restore_confirm is needed whatever the server's state: stopped (or crashed), its data is replaced all the same
+    sh(PRIMARY, 'systemctl stop %s' % PG_UNIT)
+    try:
+        assert in_recovery(PRIMARY) is None
+        before = sh(PRIMARY, 'ls /var/lib/postgresql/15')
+        refused = play('playbooks/restore.yml', check=False)
+        assert refused.returncode != 0, refused.stdout[-3000:]
+        assert 'does not answer' in refused.flat and 'restore_confirm=main' in refused.flat, refused.stdout[-3000:]
+        refused = play('playbooks/restore.yml', '-e', 'restore_confirm=wrong', check=False)
+        assert refused.returncode != 0 and 'Nothing was changed' in refused.flat, refused.stdout[-3000:]
+        # nothing was touched: same directories, the server still stopped
+        assert sh(PRIMARY, 'ls /var/lib/postgresql/15') == before
+        assert sh(PRIMARY, 'systemctl is-active %s || true' % PG_UNIT) in ('inactive', 'failed')
+    finally:
+        sh(PRIMARY, 'systemctl start %s' % PG_UNIT)
+    assert in_recovery(PRIMARY) == 'f'
+    wait_for('the replica to stream again', lambda: streaming(PRIMARY))
 
 
 def test_restore_to_an_lsn_starts_from_a_backup_taken_before_it(lab):
@@ -240,8 +314,111 @@ def _failover_report(output):
     return match.group(1) if match else None
 
 
+def _not_changed_by_a_refused_failover():
+    """The old primary still runs as primary, unfenced; the replica is still a standby and streams."""
+    assert in_recovery(PRIMARY) == 'f'
+    assert in_recovery(REPLICA) == 't'
+    assert sh(PRIMARY, 'systemctl is-enabled %s 2>&1 || true' % PG_UNIT) != 'masked'
+    assert not sh(PRIMARY, 'ls %s/standby.signal %s.greenflow-fenced 2>/dev/null || true' % (PG_DATA, PG_DATA))
+    wait_for('the replica to stream', lambda: streaming(PRIMARY))
+
+
+def test_failover_is_refused_without_failover_confirm(lab):
+    refused = play('playbooks/failover.yml', check=False)
+    assert refused.returncode != 0
+    assert 'Nothing was changed' in refused.flat and 'failover_confirm=main' in refused.flat, refused.stdout[-3000:]
+    refused = play('playbooks/failover.yml', '-e', 'failover_confirm=wrong', check=False)
+    assert refused.returncode != 0 and 'failover_confirm=main' in refused.flat, refused.stdout[-3000:]
+    _not_changed_by_a_refused_failover()
+
+
+def test_failover_is_refused_when_the_old_primary_cannot_be_fenced(lab, tmp_path):
+    # cut off from the controller while it still runs (a network partition): promoting would make two primaries
+    started = time.time()
+    refused = play('playbooks/failover.yml', *(CONFIRM + SECRETS),
+                   inventory=inventory_copy(tmp_path, unreachable=['pg-primary-1']), check=False)
+    FIGURES['failover_refused_unreachable_s'] = round(time.time() - started)
+    assert refused.returncode != 0, refused.stdout[-3000:]
+    assert 'could not be fenced' in refused.flat and 'NOT promoted' in refused.flat, refused.stdout[-3000:]
+    assert 'failover_old_primary_is_dead=true' in refused.flat
+    _not_changed_by_a_refused_failover()
+
+    # reachable, but a fence step fails (here: standby.signal cannot be written): no promotion either
+    refused = play('playbooks/failover.yml', *CONFIRM, '-e', 'postgresql_data_dir=/nonexistent/main', check=False)
+    try:
+        assert refused.returncode != 0, refused.stdout[-3000:]
+        assert 'could not be fenced' in refused.flat and 'standby.signal' in refused.flat, refused.stdout[-3000:]
+        assert in_recovery(REPLICA) == 't'
+    finally:  # the steps that did work (mask, stop) are undone by hand, as an operator would
+        sh(PRIMARY, 'systemctl unmask %s && systemctl start %s' % (PG_UNIT, PG_UNIT))
+    _not_changed_by_a_refused_failover()
+
+
+def _replica_receiving(container, receiving):
+    """Cut (False) or restore (True) what a standby receives: its streaming and its archive recovery."""
+    for setting in ('primary_conninfo', 'restore_command'):
+        psql(container, ('ALTER SYSTEM RESET %s' % setting) if receiving else ("ALTER SYSTEM SET %s = ''" % setting),
+             db='postgres')
+    psql(container, 'SELECT pg_reload_conf()', db='postgres')
+    if not receiving:
+        wait_for('the replica to stop receiving',
+                 lambda: psql(container, 'SELECT count(*) FROM pg_stat_wal_receiver', db='postgres') == '0')
+
+
+def test_failover_is_refused_before_the_fence_when_the_replica_lags(lab):
+    # the old primary still runs and the replica is too far behind: it is not even stopped
+    _replica_receiving(REPLICA, False)
+    try:
+        psql(PRIMARY, 'CREATE TABLE IF NOT EXISTS lag_probe(id int)')
+        psql(PRIMARY, 'INSERT INTO lag_probe SELECT generate_series(1, 2000)')
+        refused = play('playbooks/failover.yml', *CONFIRM, '-e', 'failover_max_lag_bytes=1000', check=False)
+        assert refused.returncode != 0, refused.stdout[-3000:]
+        assert 'failover_max_lag_bytes=1000' in refused.flat and 'Nothing was changed' in refused.flat, \
+            refused.stdout[-3000:]
+        assert 'mask the unit' not in refused.flat  # stopped before the fence's first step
+    finally:
+        _replica_receiving(REPLICA, True)
+    _not_changed_by_a_refused_failover()
+
+
+def _fenced_stays_down_or_standby(container, reboot=True):
+    """The fenced old primary: masked, standby.signal; systemctl start fails, a reboot does not start it,
+    and started by hand it is a standby."""
+    assert sh(container, 'systemctl is-enabled %s 2>&1 || true' % PG_UNIT) == 'masked'
+    assert sh(container, 'ls %s/standby.signal' % PG_DATA)
+    assert in_recovery(container) is None
+    attempt = subprocess.run(['docker', 'exec', container, 'systemctl', 'start', PG_UNIT],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+    assert attempt.returncode != 0 and 'masked' in attempt.stdout, attempt.stdout
+    attempt = subprocess.run(['docker', 'exec', container, 'pg_ctlcluster', '15', 'main', 'start'],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+    assert attempt.returncode != 0, attempt.stdout
+    assert in_recovery(container) is None
+    if not reboot:
+        return
+    # a reboot: the container restarted (systemd as PID 1 boots again)
+    address = sh(container, 'hostname -I')
+    started = time.time()
+    subprocess.run(['docker', 'restart', container], check=True, stdout=subprocess.DEVNULL)
+    wait_for('%s to boot' % container, lambda: sh(container, 'systemctl is-system-running 2>/dev/null || true')
+             in ('running', 'degraded'), timeout=120)
+    FIGURES['fenced_reboot_s'] = round(time.time() - started)
+    FIGURES['fenced_reboot_same_address'] = sh(container, 'hostname -I') == address
+    time.sleep(3)
+    assert in_recovery(container) is None, 'the fenced old primary runs again after a reboot'
+    assert sh(container, 'systemctl is-active %s || true' % PG_UNIT) in ('inactive', 'failed')
+    # started by hand, around systemd: standby.signal makes it a standby, never a primary
+    sh(container, 'runuser -u postgres -- %s/pg_ctl -D %s -o "-c config_file=/etc/postgresql/15/main/postgresql.conf" '
+                  '-l /tmp/fenced-start.log -w -t 60 start' % (PG_BIN, PG_DATA))
+    try:
+        assert in_recovery(container) == 't'
+    finally:
+        sh(container, 'runuser -u postgres -- %s/pg_ctl -D %s -m fast -w stop' % (PG_BIN, PG_DATA))
+
+
 def test_synchronous_failover_loses_no_acknowledged_transaction(lab):
-    psql(PRIMARY, 'CREATE TABLE acked(id int PRIMARY KEY, ts timestamptz DEFAULT clock_timestamp())')
+    psql(PRIMARY, 'CREATE TABLE IF NOT EXISTS acked(id int PRIMARY KEY, ts timestamptz DEFAULT clock_timestamp())')
+    psql(PRIMARY, 'TRUNCATE acked')
     psql(PRIMARY, "ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 (*)'", db='postgres')
     psql(PRIMARY, 'SELECT pg_reload_conf()', db='postgres')
     time.sleep(1)
@@ -251,7 +428,7 @@ def test_synchronous_failover_loses_no_acknowledged_transaction(lab):
     acked = _crash(PRIMARY)
     assert len(acked) >= 3
     started = time.time()
-    proc = play('playbooks/failover.yml')
+    proc = play('playbooks/failover.yml', *CONFIRM)
     FIGURES['failover_sync_s'] = round(time.time() - started)
     present = {int(x) for x in psql(REPLICA, 'SELECT id FROM acked').split()}
     missing = sorted(set(acked) - present)
@@ -260,39 +437,67 @@ def test_synchronous_failover_loses_no_acknowledged_transaction(lab):
     FIGURES['sync_lag_at_failure_bytes'] = _failover_report(proc.stdout)
     assert not missing, 'acknowledged but lost after a synchronous failover: %s' % missing[:20]
     assert psql(REPLICA, 'SELECT pg_is_in_recovery()') == 'f'
-    # the old primary comes back as a replica of the new one (pg_rewind)
+    # fenced: restarted or rebooted, the old primary is down or a standby, never a second primary
+    _fenced_stays_down_or_standby(PRIMARY)
+    # the old primary comes back as a replica of the new one (pg_rewind), unmasked
     started = time.time()
     play('playbooks/failover_reattach.yml')
     FIGURES['reattach_s'] = round(time.time() - started)
     assert psql(REPLICA, 'SELECT state FROM pg_stat_replication', db='postgres') == 'streaming'
     assert psql(PRIMARY, 'SELECT pg_is_in_recovery()') == 't'
+    assert sh(PRIMARY, 'systemctl is-enabled %s 2>&1 || true' % PG_UNIT) != 'masked'
+    assert not sh(PRIMARY, 'ls %s.greenflow-fenced 2>/dev/null || true' % PG_DATA)
 
 
-def test_asynchronous_failover_reports_the_lag(lab, tmp_path):
+def test_asynchronous_failover_is_limited_by_the_lag(lab, tmp_path):
     # the inventory after the first failover: the groups swapped
-    inventory = tmp_path / 'inventory'
-    inventory.mkdir()
-    for sub in ('group_vars', 'host_vars'):
-        os.symlink(os.path.join(REPO, 'inventories', 'lab', sub), str(inventory / sub))
-    (inventory / 'hosts.yml').write_text(
-        open(os.path.join(REPO, 'inventories', 'lab', 'hosts.yml')).read()
-        .replace('pg-primary-1:', 'PRIMARY_TMP:').replace('pg-replica-1:', 'pg-primary-1:')
-        .replace('PRIMARY_TMP:', 'pg-replica-1:')
-        .replace('"{{ lab_prefix }}pg-primary-1"', '"{{ lab_prefix }}TMP"')
-        .replace('"{{ lab_prefix }}pg-replica-1"', '"{{ lab_prefix }}pg-primary-1"')
-        .replace('"{{ lab_prefix }}TMP"', '"{{ lab_prefix }}pg-replica-1"'))
-    secrets = ['-e', 'postgresql_lab_secrets_dir=%s/lab/.secrets' % REPO]
+    inventory = inventory_copy(tmp_path, swap=True)
     new_primary, new_replica = REPLICA, PRIMARY
     assert psql(new_primary, 'SHOW synchronous_standby_names', db='postgres') == ''
     psql(new_primary, 'TRUNCATE acked')
     _insert_loop(new_primary)
-    time.sleep(6)
+    time.sleep(4)
+    cut = int(sh(new_primary, 'wc -l < /tmp/acked'))  # committed a second before the cut: streamed
+    time.sleep(1)
+    # the replica stops receiving (no streaming, no archive): everything committed from now on is lag
+    _replica_receiving(new_replica, False)
+    time.sleep(3)
     acked = _crash(new_primary)
-    proc = play('playbooks/failover.yml', *secrets, inventory=str(inventory))
+    assert len(acked) > cut, (len(acked), cut)
+    try:
+        refused = play('playbooks/failover.yml', *(CONFIRM + SECRETS), '-e', 'failover_max_lag_bytes=1000',
+                       inventory=inventory, check=False)
+        assert refused.returncode != 0, refused.stdout[-3000:]
+        match = re.search(r'lags (\d+) bytes of WAL behind the old primary \S+ \(old primary at (\S+), replica at (\S+)\)',
+                          refused.flat)
+        assert match and int(match.group(1)) > 1000, refused.stdout[-3000:]
+        assert parse_lsn(match.group(2)) - parse_lsn(match.group(3)) == int(match.group(1))
+        assert 'failover_max_lag_bytes=1000' in refused.flat and 'NOT promoted' in refused.flat
+        assert in_recovery(new_replica) == 't'
+        FIGURES['async_refused_lag_bytes'] = int(match.group(1))
+
+        proc = play('playbooks/failover.yml', *(CONFIRM + SECRETS), '-e', 'failover_max_lag_bytes=1073741824',
+                    inventory=inventory)
+    finally:
+        _replica_receiving(new_replica, True)
     lag = _failover_report(proc.stdout)
     present = {int(x) for x in psql(new_replica, 'SELECT id FROM acked').split()}
     FIGURES['async_acknowledged'] = len(acked)
     FIGURES['async_lost'] = len(set(acked) - present)
     FIGURES['async_lag_at_failure_bytes'] = lag
     assert lag is not None and re.match(r'^\d+$', lag), proc.stdout[-3000:]
+    assert int(lag) == FIGURES['async_refused_lag_bytes']
     assert psql(new_replica, 'SELECT pg_is_in_recovery()') == 'f'
+    # what the replica had when the stream was cut is there; what came after is the (reported) loss
+    assert set(acked[:cut]) <= present
+    assert FIGURES['async_lost'] > 0
+
+    # the crashed, fenced old primary is rewound (crash recovery first) and streams again: the lab is back
+    # to its inventory
+    _fenced_stays_down_or_standby(new_primary, reboot=False)
+    started = time.time()
+    play('playbooks/failover_reattach.yml', *SECRETS, inventory=inventory)
+    FIGURES['reattach_after_crash_s'] = round(time.time() - started)
+    assert psql(new_replica, 'SELECT state FROM pg_stat_replication', db='postgres') == 'streaming'
+    assert in_recovery(new_primary) == 't'
+    assert sh(new_primary, 'systemctl is-enabled %s 2>&1 || true' % PG_UNIT) != 'masked'
