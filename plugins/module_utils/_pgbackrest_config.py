@@ -369,3 +369,43 @@ def parse_config(text):
         else:
             current[key] = value
     return sections
+
+
+def host_spec(host, repo_host, db_hosts, tls_names, settings):
+    """The description of one host's configuration, from the inventory's shape and the role's settings.
+
+    host: this host's inventory name; repo_host: the repository host's; db_hosts: the database hosts,
+    primary first; tls_names: {inventory name: name the other hosts reach it by (in its certificate)};
+    settings: stanza, pg_path, pg_port, socket_path, repo_path, retention_days, compress_type,
+    compress_level, process_max, archive_async, spool_path, backup_standby, log_level_file, options,
+    tls_port, tls_listen, tls (cert_file/key_file/ca_file), cipher_type, cipher_pass, repo2.
+    Every host runs the TLS server: the repository host accepts the database hosts (archive-push,
+    restore), a database host accepts the repository host (backup, check)."""
+    if host not in db_hosts and host != repo_host:
+        raise PgBackRestConfigError('%s is neither a database host nor the repository host' % host)
+    missing = sorted(set(list(db_hosts) + [repo_host]) - set(tls_names))
+    if missing:
+        raise PgBackRestConfigError('no TLS name for %s' % ', '.join(missing))
+    local_pg = {'path': settings.get('pg_path'), 'port': settings.get('pg_port', 5432),
+                'socket_path': settings.get('socket_path', '/var/run/postgresql')}
+    spec = dict((key, settings[key]) for key in ('stanza', 'compress_type', 'compress_level', 'archive_async',
+                                                 'spool_path', 'log_level_file', 'options', 'tls', 'repo2')
+                if key in settings)
+    spec['process_max'] = settings.get('process_max', 1)
+    if host == repo_host:
+        spec.update(repo_path=settings.get('repo_path'), retention_days=settings.get('retention_days', 30),
+                    cipher_type=settings.get('cipher_type', 'none'), cipher_pass=settings.get('cipher_pass'),
+                    backup_standby=settings.get('backup_standby', False) and len(db_hosts) > 1)
+        spec['pg_hosts'] = [dict(local_pg) if db == host else
+                            {'host': tls_names[db], 'path': settings.get('pg_path'),
+                             'port': settings.get('pg_port', 5432), 'tls_port': settings.get('tls_port', 8432)}
+                            for db in db_hosts]
+        clients = [db for db in db_hosts if db != host]
+    else:
+        spec.update(repo_host=tls_names[repo_host], repo_tls_port=settings.get('tls_port', 8432),
+                    pg_hosts=[local_pg])
+        clients = [repo_host]
+    if clients:
+        spec['tls_server'] = {'address': settings.get('tls_listen', '*'), 'port': settings.get('tls_port', 8432),
+                              'auth': clients}
+    return spec

@@ -171,3 +171,46 @@ def test_process_max_bad_cpu_count():
 def test_parse_config_rejects_garbage():
     with pytest.raises(pbc.PgBackRestConfigError):
         pbc.parse_config('no section=here\n')
+
+
+SETTINGS = {'stanza': 'main', 'pg_path': '/var/lib/postgresql/15/main', 'pg_port': 5432,
+            'repo_path': '/var/lib/pgbackrest', 'retention_days': 30, 'process_max': 1, 'tls': TLS,
+            'tls_port': 8432, 'backup_standby': True, 'cipher_type': 'aes-256-cbc', 'cipher_pass': PASS}
+NAMES = {'pg-primary-1': 'lab-pg-primary-1', 'pg-replica-1': 'lab-pg-replica-1', 'backup-1': 'backup-1.internal'}
+
+
+def test_lab_shape_repository_on_the_replica():
+    dbs = ['pg-primary-1', 'pg-replica-1']
+    repo = parsed(pbc.host_spec('pg-replica-1', 'pg-replica-1', dbs, NAMES, SETTINGS))
+    assert repo['main']['pg1-host'] == 'lab-pg-primary-1' and 'pg2-host' not in repo['main']
+    assert repo['main']['backup-standby'] == 'y'
+    assert repo['global']['tls-server-auth'] == 'pg-primary-1=main'
+    assert repo['global']['repo1-cipher-pass'] == PASS
+    primary = parsed(pbc.host_spec('pg-primary-1', 'pg-replica-1', dbs, NAMES, SETTINGS))
+    assert primary['global']['repo1-host'] == 'lab-pg-replica-1'
+    assert primary['global']['tls-server-auth'] == 'pg-replica-1=main'
+    assert 'repo1-cipher-pass' not in primary['global']
+    assert primary['main'] == {'pg1-path': '/var/lib/postgresql/15/main', 'pg1-port': '5432',
+                               'pg1-socket-path': '/var/run/postgresql'}
+
+
+def test_production_shape_dedicated_repository_host():
+    dbs = ['pg-primary-1', 'pg-replica-1']
+    repo = parsed(pbc.host_spec('backup-1', 'backup-1', dbs, NAMES, SETTINGS))
+    assert repo['main']['pg1-host'] == 'lab-pg-primary-1' and repo['main']['pg2-host'] == 'lab-pg-replica-1'
+    assert repo['global']['tls-server-auth'] == ['pg-primary-1=main', 'pg-replica-1=main']
+    replica = parsed(pbc.host_spec('pg-replica-1', 'backup-1', dbs, NAMES, SETTINGS))
+    assert replica['global']['repo1-host'] == 'backup-1.internal'
+
+
+def test_single_database_with_local_repository_needs_no_server_and_no_standby():
+    spec = pbc.host_spec('pg-primary-1', 'pg-primary-1', ['pg-primary-1'], NAMES, SETTINGS)
+    conf = parsed(spec)
+    assert 'tls-server-auth' not in conf['global'] and 'backup-standby' not in conf['main']
+
+
+def test_host_spec_refusals():
+    with pytest.raises(pbc.PgBackRestConfigError, match='neither a database host'):
+        pbc.host_spec('lb-1', 'pg-replica-1', ['pg-primary-1', 'pg-replica-1'], NAMES, SETTINGS)
+    with pytest.raises(pbc.PgBackRestConfigError, match='no TLS name for pg-replica-2'):
+        pbc.host_spec('pg-primary-1', 'pg-replica-1', ['pg-primary-1', 'pg-replica-2'], NAMES, SETTINGS)
