@@ -63,15 +63,15 @@ class Cluster:
     def run(self, argv, check=True, timeout=300, env=None):
         """Run as the database user; returns the CompletedProcess."""
         if self.as_root:
-            argv = ['runuser', '-u', self.user, '--'] + (['env'] + ['%s=%s' % kv for kv in env.items()] if env
-                                                         else []) + list(argv)
+            env_args = ['env'] + ['%s=%s' % kv for kv in env.items()] if env else []
+            argv = ['runuser', '-u', self.user, '--'] + env_args + list(argv)
             env = None
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
                               timeout=timeout, check=False, cwd=self.dir,
                               env=dict(os.environ, **env) if env else None)
         if check and proc.returncode != 0:
-            raise AssertionError('%s failed (%d):\n%s\n%s' % (' '.join(argv), proc.returncode, proc.stdout,
-                                                               proc.stderr))
+            raise AssertionError('%s failed (%d):\n%s\n%s'
+                                 % (' '.join(argv), proc.returncode, proc.stdout, proc.stderr))
         return proc
 
     def write(self, path, text):
