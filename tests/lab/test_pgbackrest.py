@@ -167,6 +167,23 @@ def test_the_diff_restores_into_a_scratch_directory_with_its_rows(lab):
     assert psql(PRIMARY, 'SELECT count(*) FROM orders') == '6100'
 
 
+def test_run_entry_point_for_backup_yml(lab):
+    """tasks_from: run.yml, what playbooks/backup.yml will include (here ad hoc on the repository host)."""
+    def run(*extra):
+        argv = ['ansible', '-i', os.path.join(REPO, 'inventories', 'lab'), 'pg-replica-1', '-m',
+                'ansible.builtin.include_role', '-a', 'name=greenflow.platform.pgbackrest tasks_from=run.yml']
+        return subprocess.run(argv + list(extra), cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, check=False, timeout=900)
+    backup = run('-e', 'pgbackrest_action=backup', '-e', 'pgbackrest_backup_type=incr')
+    assert backup.returncode == 0, backup.stdout[-3000:]
+    entry = pbb.stanza_info(json.loads(sh(REPLICA, 'pgbackrest --stanza=main --output=json info').stdout), 'main')
+    assert entry['backup'][-1]['type'] == 'incr' and entry['backup'][-1]['label'] in pbb.verified_labels(entry)
+    expire = run('-e', 'pgbackrest_action=expire')
+    assert expire.returncode == 0 and 'nothing to expire' in expire.stdout, expire.stdout[-3000:]
+    bad = run('-e', 'pgbackrest_action=destroy')
+    assert bad.returncode != 0 and 'pgbackrest_action' in bad.stdout and 'destroy' in bad.stdout
+
+
 def test_second_run_changes_nothing_and_a_missing_passphrase_is_refused(lab):
     again = play('playbooks/pgbackrest.yml', *ROLE_VARS)
     assert set(recap(again.stdout).values()) == {0}, again.stdout[-3000:]
