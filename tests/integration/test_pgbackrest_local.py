@@ -3,7 +3,7 @@ port, unix socket only), a local encrypted repository, the configuration rendere
 _pgbackrest_config, and the role's wrapper (roles/pgbackrest/files/greenflow_pgbackrest.py, laid out
 as the role installs it, next to a copy of _pgbackrest_backups.py).
 
-Covers: stanza-create, check, asynchronous archive-push, a full and a differential backup through
+Covers: stanza-create, check (and a stopped archive_command failing backup and verify), asynchronous archive-push, a full and a differential backup through
 the wrapper (each verified with `pgbackrest verify` and annotated), `info --output=json` read by the
 logic, the expire safety rule against the real repository (refused when it would leave no verified
 backup; `expire --set` when allowed), and a restore of the differential into a scratch directory that
@@ -118,7 +118,9 @@ class Cluster:
                 'process_max': pbc.process_max_for(os.cpu_count() or 1), 'archive_async': True,
                 'spool_path': os.path.join(self.dir, 'spool'),
                 'pg_hosts': [{'path': self.data, 'port': self.port, 'socket_path': self.dir}],
-                'options': {'log-path': os.path.join(self.dir, 'log'), 'lock-path': os.path.join(self.dir, 'lock')}}
+                'options': {'log-path': os.path.join(self.dir, 'log'), 'lock-path': os.path.join(self.dir, 'lock'),
+                            # check/backup wait this long for a WAL segment to arrive (default 60 s).
+                            'archive-timeout': 15}}
         self.write(self.conf, pbc.render_config(spec, header='integration test'))
         os.chmod(self.conf, 0o640)
         self.run([os.path.join(PG_BIN, 'initdb'), '-D', self.data, '-A', 'trust', '-U', 'postgres',
@@ -233,3 +235,23 @@ def test_expire_never_leaves_zero_verified_backups(cluster):
     left = [b['label'] for b in pbb.stanza_info(cluster.info(), STANZA)['backup']]
     assert left == [newest['label']]
     cluster.pgbackrest('check')
+
+
+def test_stopped_archiving_fails_backup_and_verify(cluster):
+    before = len(pbb.stanza_info(cluster.info(), STANZA)['backup'])
+    cluster.psql("ALTER SYSTEM SET archive_command = '/bin/false'")
+    cluster.psql('SELECT pg_reload_conf()')
+    try:
+        for action in (['verify'], ['backup', '--type=diff']):
+            proc = cluster.wrapper(*action, check=False)
+            assert proc.returncode == 1, proc.stdout
+            report = json.loads(proc.stdout)
+            assert report['result'] == 'failed' and 'WAL archiving does not work' in report['error']
+        assert len(pbb.stanza_info(cluster.info(), STANZA)['backup']) == before  # no backup was taken
+        with open(cluster.status) as handle:
+            status = json.load(handle)
+        assert status['result'] == 'failed' and status['last_success']['action'] == 'expire'
+    finally:
+        cluster.psql('ALTER SYSTEM RESET archive_command')
+        cluster.psql('SELECT pg_reload_conf()')
+    assert json.loads(cluster.wrapper('verify').stdout)['result'] == 'ok'

@@ -1,8 +1,9 @@
 # greenflow-pgbackrest — installed by greenflow.platform.pgbackrest on the repository host. pgBackRest
 # does the work; this wrapper adds what pgBackRest leaves to the operator:
 #
-#   backup --type full|diff|incr   pgbackrest backup, then verify (below), then the safe expire (below)
-#   verify                         pgbackrest verify; every backup it finds valid whose WAL is archived
+#   backup --type full|diff|incr   pgbackrest check, backup, then verify (below), then the safe expire
+#   verify                         pgbackrest check (archiving works now), then pgbackrest verify;
+#                                  every backup it finds valid whose WAL is archived
 #                                  gets the annotation greenflow-verified (pgbackrest annotate)
 #   expire [--dry-run]             time retention, but never down to fewer than --min-verified
 #                                  verified backups (expire --set per full backup that may go)
@@ -64,7 +65,21 @@ class PgBackRest:
             raise Failure('pgbackrest info printed no JSON: %r' % proc.stdout[:200])
 
 
-def do_verify(pgbr, args, status):
+def do_check(pgbr, status):
+    """pgbackrest check: the database answers, and a WAL switch reaches the repository now. A stopped
+    or failing archive_command makes backup and verify fail here (a backup without the WAL after it
+    cannot be restored to any point in time)."""
+    started = time.time()
+    proc = pgbr.run('check', may_fail=True)
+    status['check'] = {'finished': now_iso(), 'exit': proc.returncode, 'duration_s': round(time.time() - started, 1)}
+    if proc.returncode != 0:
+        status['check']['error'] = (proc.stderr or proc.stdout).strip()[-1000:]
+        raise Failure('WAL archiving does not work (pgbackrest check failed): %s' % status['check']['error'])
+
+
+def do_verify(pgbr, args, status, check=True):
+    if check:
+        do_check(pgbr, status)
     proc = pgbr.run('verify', '--output=text', '--verbose', may_fail=True)
     verify = pbb.parse_verify_text(proc.stdout)
     status['verify'] = {'finished': now_iso(), 'exit': proc.returncode, 'status': verify['status'],
@@ -163,9 +178,10 @@ def main(argv=None):
     pgbr = PgBackRest(args)
     try:
         if args.action == 'backup':
+            do_check(pgbr, status)
             started = time.time()
             pgbr.run('backup', '--type=%s' % args.type)
-            entry = do_verify(pgbr, args, status)
+            entry = do_verify(pgbr, args, status, check=False)  # checked just before the backup
             status['backup'] = dict(newest_backup(entry) or {}, duration_s=round(time.time() - started, 1))
             do_expire(pgbr, args, status)
         elif args.action == 'verify':
