@@ -18,7 +18,7 @@ LAB_INVENTORY := inventories/lab
 # shellcheck is for ansible-test's shellcheck sanity test.
 # nftables: the firewall render tests check every rendered rule set with `nft -c -f` (nothing is loaded).
 # libnginx-mod-http-lua and lua-resty-core: the reload-free split (nginx_lb_reload_free) in the integration tests.
-DEBIAN_PACKAGES := docker.io debootstrap nginx-light libnginx-mod-http-lua lua-resty-core wrk postgresql python3-venv \
+DEBIAN_PACKAGES := docker.io debootstrap nginx-light libnginx-mod-http-lua lua-resty-core wrk postgresql pgbackrest python3-venv \
                    rsync curl openssl shellcheck nftables
 
 .PHONY: help demo test venv debian-packages docker lab-up lab-down lab-status lab-image \

@@ -1,0 +1,171 @@
+"""Unit tests of the verified-backup and expire safety logic over pgBackRest's reports.
+
+fixtures/pgbackrest_info_2.45.json is the real output of `pgbackrest info --output=json` (Debian
+pgbackrest 2.45, PostgreSQL 15, encrypted repository): a full backup annotated greenflow-verified and
+a differential on top of it. Longer histories are built from its entries."""
+import copy
+import json
+import os
+
+import pytest
+
+from ansible_collections.greenflow.platform.plugins.module_utils import _pgbackrest_backups as pbb
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DAY = 86400
+
+with open(os.path.join(HERE, 'fixtures', 'pgbackrest_info_2.45.json')) as handle:
+    REAL = json.load(handle)
+
+VERIFY_TEXT = """stanza: t
+status: ok
+  archiveId: 15-1, total WAL checked: 5, total valid WAL: 5
+    missing: 0, checksum invalid: 0, size invalid: 0, other: 0
+  backup: 20261202-005147F, status: valid, total files checked: 964, total valid files: 964
+    missing: 0, checksum invalid: 0, size invalid: 0, other: 0
+  backup: 20261202-005147F_20261202-005153D, status: valid, total files checked: 965, total valid files: 965
+    missing: 0, checksum invalid: 0, size invalid: 0, other: 0
+"""
+
+
+def seg(number, tli=1):
+    return '%08X%08X%08X' % (tli, number // 256, number % 256)
+
+
+def history(*backups, archive_max=None):
+    """A stanza report shaped like the real one, with the given backups.
+    Each backup: (label, type, age in days, first segment, verified, prior)."""
+    info = copy.deepcopy(REAL)
+    template = info[0]['backup'][0]
+    entries, last = [], 1
+    for label, kind, age, first, verified, prior in backups:
+        backup = copy.deepcopy(template)
+        backup.update(label=label, type=kind, prior=prior,
+                      reference=None if prior is None else [prior],
+                      timestamp={'start': NOW - age * DAY - 60, 'stop': NOW - age * DAY},
+                      archive={'start': seg(first), 'stop': seg(first + 1)})
+        backup['annotation'] = {'greenflow-verified': '2026-01-01T00:00:00Z'} if verified else None
+        if not verified:
+            del backup['annotation']
+        entries.append(backup)
+        last = max(last, first + 1)
+    info[0]['backup'] = entries
+    info[0]['archive'][0]['min'] = seg(1)
+    info[0]['archive'][0]['max'] = archive_max or seg(last + 3)
+    return info
+
+
+NOW = 1796172715 + 100 * DAY
+
+
+def test_real_report_full_is_verified_and_the_diff_is_not_yet():
+    entry = pbb.stanza_info(REAL, 't')
+    checks = pbb.backup_checks(entry)
+    assert checks['20261202-005147F'] == {'verified': True, 'reasons': []}
+    diff = checks['20261202-005147F_20261202-005153D']
+    assert diff['verified'] is False and 'no greenflow-verified annotation' in diff['reasons'][0]
+    assert pbb.verified_labels(entry) == ['20261202-005147F']
+
+
+def test_verify_text_is_read_and_drives_the_annotation():
+    verify = pbb.parse_verify_text(VERIFY_TEXT)
+    assert verify['status'] == 'ok'
+    assert verify['archives'] == {'15-1': {'checked': 5, 'valid': 5}}
+    assert verify['backups']['20261202-005147F_20261202-005153D'] == 'valid'
+    assert pbb.to_annotate(pbb.stanza_info(REAL, 't'), verify) == ['20261202-005147F_20261202-005153D']
+
+
+def test_a_backup_verify_did_not_find_valid_is_not_annotated():
+    verify = pbb.parse_verify_text(VERIFY_TEXT.replace('005153D, status: valid', '005153D, status: invalid'))
+    assert pbb.to_annotate(pbb.stanza_info(REAL, 't'), verify) == []
+
+
+def test_backup_whose_wal_is_not_archived_is_not_verified():
+    info = copy.deepcopy(REAL)
+    info[0]['archive'][0]['max'] = '000000010000000000000002'  # the full needs ..03
+    entry = pbb.stanza_info(info, 't')
+    checks = pbb.backup_checks(entry)
+    assert not checks['20261202-005147F']['verified']
+    assert 'not all in the archive' in checks['20261202-005147F']['reasons'][0]
+    verify = pbb.parse_verify_text(VERIFY_TEXT)
+    assert '20261202-005147F_20261202-005153D' not in pbb.to_annotate(entry, verify)
+
+
+def test_backup_with_errors_is_not_verified_and_taints_its_diff():
+    info = copy.deepcopy(REAL)
+    info[0]['backup'][0]['error'] = True
+    info[0]['backup'][1]['annotation'] = {'greenflow-verified': 'x'}
+    checks = pbb.backup_checks(pbb.stanza_info(info, 't'))
+    assert not checks['20261202-005147F']['verified']
+    assert 'depends on 20261202-005147F, which is not verified' in checks[
+        '20261202-005147F_20261202-005153D']['reasons'][0]
+
+
+def test_unknown_stanza_and_malformed_reports():
+    with pytest.raises(pbb.PgBackRestReportError, match="stanza 'other' is not in"):
+        pbb.stanza_info(REAL, 'other')
+    with pytest.raises(pbb.PgBackRestReportError):
+        pbb.stanza_info({'not': 'a list'}, 't')
+    bad = copy.deepcopy(REAL)
+    bad[0]['backup'][0]['archive']['stop'] = 'nonsense'
+    with pytest.raises(pbb.PgBackRestReportError, match='not a WAL segment name'):
+        pbb.backup_checks(pbb.stanza_info(bad, 't'))
+
+
+def test_time_retention_keeps_the_newest_full_from_before_the_window():
+    info = history(('F1', 'full', 50, 2, True, None), ('F1_D1', 'diff', 45, 6, True, 'F1'),
+                   ('F2', 'full', 40, 10, True, None), ('F2_D1', 'diff', 35, 14, True, 'F2'),
+                   ('F3', 'full', 10, 20, True, None))
+    plan = pbb.expire_plan(info, 't', 30, NOW)
+    assert plan['remove'] == ['F1', 'F1_D1']
+    assert plan['keep'] == ['F2', 'F2_D1', 'F3']
+    assert plan['allowed'] is True and plan['verified_after'] == ['F2', 'F2_D1', 'F3']
+
+
+def test_expire_that_would_leave_no_verified_backup_is_refused():
+    # The newer backups were never verified (e.g. verify keeps failing): only old, verified ones exist.
+    info = history(('F1', 'full', 50, 2, True, None), ('F2', 'full', 40, 10, False, None),
+                   ('F3', 'full', 10, 20, False, None))
+    plan = pbb.expire_plan(info, 't', 30, NOW)
+    assert plan['remove'] == ['F1']
+    assert plan['allowed'] is False and plan['verified_after'] == []
+    assert 'leave 0 verified backup(s)' in plan['reason'] and 'nothing was removed' in plan['reason']
+
+
+def test_min_verified_can_ask_for_more():
+    info = history(('F1', 'full', 50, 2, True, None), ('F2', 'full', 40, 10, True, None),
+                   ('F3', 'full', 10, 20, False, None))
+    assert pbb.expire_plan(info, 't', 30, NOW)['allowed'] is True
+    assert pbb.expire_plan(info, 't', 30, NOW, min_verified=2)['allowed'] is False
+
+
+def test_nothing_to_expire_inside_the_window():
+    info = history(('F1', 'full', 20, 2, False, None), ('F2', 'full', 10, 10, False, None))
+    plan = pbb.expire_plan(info, 't', 30, NOW)
+    assert plan == dict(plan, allowed=True, remove=[], reason='nothing to expire')
+
+
+def test_a_single_old_full_is_never_expired():
+    info = history(('F1', 'full', 400, 2, False, None))
+    assert pbb.expire_plan(info, 't', 30, NOW)['remove'] == []
+
+
+def test_zero_or_bad_retention_is_refused():
+    info = history(('F1', 'full', 50, 2, True, None))
+    with pytest.raises(pbb.PgBackRestReportError, match='0 would remove every backup'):
+        pbb.expire_plan(info, 't', 0, NOW)
+    with pytest.raises(pbb.PgBackRestReportError):
+        pbb.expire_plan(info, 't', 'a month', NOW)
+    with pytest.raises(pbb.PgBackRestReportError):
+        pbb.expire_plan(info, 't', 30, NOW, min_verified=0)
+
+
+def test_diff_whose_full_is_gone_from_the_report_is_not_verified():
+    info = history(('F2', 'full', 10, 10, True, None), ('F2_D1', 'diff', 5, 14, True, 'F1'))
+    checks = pbb.backup_checks(pbb.stanza_info(info, 't'))
+    assert not checks['F2_D1']['verified'] and 'which is gone' in checks['F2_D1']['reasons'][0]
+
+
+def test_archive_on_a_later_timeline_still_covers_older_backups():
+    info = history(('F1', 'full', 10, 2, True, None), archive_max=seg(40, tli=2))
+    assert pbb.verified_labels(pbb.stanza_info(info, 't')) == ['F1']
