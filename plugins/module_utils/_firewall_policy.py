@@ -44,6 +44,7 @@ DEFAULT_SETTINGS = {
     'postgresql_port': 5432,
     'exporter_ports': {},
     'backup_ports': [],
+    'db_backup_ports': [],
     'extra_rules': [],
 }
 
@@ -167,6 +168,9 @@ def build_policy(groups, addresses, settings=None):
     for backup in backups:
         add('backup repository from the database hosts', [backup], 'tcp', conf['backup_ports'],
             src([h for h in dbs if h != backup]))
+    for db in dbs:  # pgBackRest's repository host reaches each database host's own TLS server
+        add('backup agent from the backup hosts', [db], 'tcp', conf['db_backup_ports'],
+            src([h for h in backups if h != db]))
     for index, extra in enumerate(conf['extra_rules'] or []):
         rules.extend(_extra_rule(index, extra, groups, every_host, src))
     return rules, missing

@@ -44,7 +44,7 @@ BACKUP = ["pg-replica-1"]  # pg_backup_host
 HOSTS = LB + SWARM + DB
 OUTSIDER = "outsider"  # a plain container on the lab network, no part of the platform
 PUBLISHED = [8001, 8002]  # app_release_published_ports
-TCP_PORTS = [22, 80, 443, 2377, 7946, 5432, 9100, 9113, 9187] + PUBLISHED
+TCP_PORTS = [22, 80, 443, 2377, 7946, 5432, 8432, 9100, 9113, 9187] + PUBLISHED
 UDP_PORTS = [7946, 4789]
 UDP_DATAGRAMS = 3
 
@@ -66,6 +66,8 @@ def expected(source, target, protocol, port):
         return target in DB and source in SWARM + DB + BACKUP
     if port == 22:  # pg_backup's WAL push: database hosts to the backup host; no admin networks here
         return target in BACKUP and source in DB
+    if port == 8432:  # pgBackRest's TLS servers: the repository's from database hosts, and the reverse
+        return (target in BACKUP and source in DB) or (target in DB and source in BACKUP)
     return False  # the exporters (9100, 9113, 9187): only from monitoring, which the lab has not
 
 

@@ -44,7 +44,8 @@ SETTINGS = {
     "backup_hosts": [HOSTVARS["lb-1"]["pg_backup_host"]],
     "published_ports": sorted(HOSTVARS["lb-1"]["app_release_published_ports"].values()),
     "exporter_ports": {"all": [9100], "postgresql": [9187], "lb": [9113]},
-    "backup_ports": [22],
+    "backup_ports": [22, 8432],
+    "db_backup_ports": [8432],
 }
 
 

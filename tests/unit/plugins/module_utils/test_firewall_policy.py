@@ -24,7 +24,8 @@ SETTINGS = {
     "backup_hosts": ["backup-1"],
     "published_ports": [8001, 8002],
     "exporter_ports": {"all": [9100], "postgresql": [9187], "lb": [9113]},
-    "backup_ports": [22],
+    "backup_ports": [22, 8432],
+    "db_backup_ports": [8432],
 }
 OUTSIDER = "198.51.100.9"
 
@@ -86,6 +87,13 @@ MATRIX = [
     ("db-1", "backup-1", "tcp", 22, True),
     ("db-2", "backup-1", "tcp", 22, True),
     ("app-1", "backup-1", "tcp", 22, False),
+    # pgBackRest's TLS servers: the repository's from the database hosts, the database hosts' from the repository
+    ("db-1", "backup-1", "tcp", 8432, True),
+    ("app-1", "backup-1", "tcp", 8432, False),
+    ("backup-1", "db-1", "tcp", 8432, True),
+    ("backup-1", "db-2", "tcp", 8432, True),
+    ("db-2", "db-1", "tcp", 8432, False),
+    ("lb-1", "db-1", "tcp", 8432, False),
     ("192.0.2.10", "app-1", "tcp", 22, True),
     ("192.0.2.10", "db-1", "tcp", 22, True),
     (OUTSIDER, "db-1", "tcp", 22, False),
