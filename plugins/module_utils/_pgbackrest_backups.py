@@ -179,15 +179,21 @@ def _stop_time(backup):
         raise PgBackRestReportError('backup %s has no stop timestamp' % backup.get('label'))
 
 
+def _at_least_one(value, name, why=''):
+    """``value`` as a whole number >= 1, else PgBackRestReportError naming ``name``."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise PgBackRestReportError('%s must be a whole number, got %r' % (name, value))
+    if number < 1:
+        raise PgBackRestReportError('%s must be at least 1%s' % (name, why))
+    return number
+
+
 def expire_candidates(entry, retention_days, now):
     """Labels time-based retention of full backups would remove (with their dependants), given the
     time ``now`` (epoch seconds)."""
-    try:
-        days = int(retention_days)
-    except (TypeError, ValueError):
-        raise PgBackRestReportError('retention_days must be a whole number, got %r' % (retention_days,))
-    if days < 1:
-        raise PgBackRestReportError('retention_days must be at least 1 (0 would remove every backup)')
+    days = _at_least_one(retention_days, 'retention_days', ' (0 would remove every backup)')
     backups = _backups(entry)
     fulls = [b for b in backups if b['type'] == 'full']
     cutoff = int(now) - days * DAY
@@ -206,12 +212,7 @@ def expire_plan(info, stanza, retention_days, now, min_verified=1, annotation=VE
     """Decide whether the expire may run. Returns a dict:
     allowed (bool), reason (str), remove (labels retention would remove), keep (labels left),
     verified_before / verified_after (verified labels now and after the expire)."""
-    try:
-        min_verified = int(min_verified)
-    except (TypeError, ValueError):
-        raise PgBackRestReportError('min_verified must be a whole number, got %r' % (min_verified,))
-    if min_verified < 1:
-        raise PgBackRestReportError('min_verified must be at least 1')
+    min_verified = _at_least_one(min_verified, 'min_verified')
     entry = stanza_info(info, stanza)
     backups = _backups(entry)
     remove = expire_candidates(entry, retention_days, now)
