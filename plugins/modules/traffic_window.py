@@ -344,10 +344,8 @@ def _start_probes(urls, timeout, validate_certs):
     thread.start()
 
     def results():
-        thread.join(timeout + 2)
-        return box["health"] if not thread.is_alive() else [
-            {"url": url, "ok": False, "timed_out": True, "error": "no answer within %g s" % timeout}
-            for url in urls]
+        thread.join()  # probe_urls returns within timeout + 1 s, hung fetches included
+        return box["health"]
     return results
 
 
