@@ -1,17 +1,36 @@
 #!/usr/bin/env python3
-"""Backup benchmark: greenflow-pg-backup against a plain tar, and the time to restore ~1 GB.
+"""Backup benchmark on one data set: plain tar, greenflow-pg-backup (the old tool) and pgBackRest.
 
-    python3 bench/bench_backup.py [--scale 70] [--workdir /var/tmp/greenflow-bench] [--keep]
+    python3 bench/bench_backup.py [--scale 70] [--encrypt] [--traffic-tx 3000] [--workdir DIR] [--keep]
+    python3 bench/bench_backup.py --scale 1          # smoke run (a minute; the figures mean nothing)
 
-On this machine (PostgreSQL 15 binaries in /usr/lib/postgresql/15/bin), with a private server on a unix
-socket in the work directory (no TCP port): pgbench -i -s SCALE (70 ~ 1 GB), then one run each of
-  1. `greenflow-pg-backup backup` (pg_basebackup -Fp + pg_verifybackup + fsync, the role's tool with a
-     local store) and `tar -cf` of the same data directory (+ sync) -> MB/s of each and their ratio;
-  2. a restore: `greenflow-pg-backup restore-fetch` (copy + pg_verifybackup) into an empty directory,
-     start with recovery.signal, replay, promote -> seconds until the restored server accepts writes.
---encrypt measures the same with encryption at rest. Prints figures; never asserts on time. Run as root it re-runs itself as the postgres user.
+Everything on this machine (PostgreSQL 15 binaries in /usr/lib/postgresql/15/bin, Debian `pgbackrest`
+2.45): a private primary on a unix socket in the work directory (no TCP port), loaded with
+pgbench -i -s SCALE (70 ~ 1 GB). WAL archiving is off during the load and then goes to both engines
+(archive_command = the old tool's wal-push && pgbackrest archive-push, asynchronous as the role sets it).
+One run of each, on the same data:
+
+  1. backup throughput: `tar -cf` of the data directory (+ sync), `greenflow-pg-backup backup`
+     (pg_basebackup + pg_verifybackup + fsync into a local store), `pgbackrest backup --type=full` into
+     a local posix repository configured as roles/pgbackrest does (module_utils/_pgbackrest_config.py:
+     compress-type zst, process-max from the CPU count, archive-async, start-fast);
+  2. restore (RTO): a row is written after the backups and archived; then the old tool's
+     restore-fetch + start + replay + promotion, and `pgbackrest restore` into an empty directory +
+     start + replay + promotion -> seconds until the restored server accepts a write (and the row is there);
+  3. replica rebuild: a replica is made and stopped (stale), the primary takes `pgbench -t TRAFFIC_TX`
+     (two clients), then `pg_basebackup` into an empty directory vs `pgbackrest restore --delta
+     --type=standby` onto the stale copy (from the full backup of step 1; the traffic's WAL comes from
+     the archive and the stream) -> seconds until the standby streams and has replayed the primary's LSN.
+
+--encrypt: both engines encrypt their store (old tool: openssl with a throwaway key; pgBackRest:
+repo1-cipher-type aes-256-cbc with a passphrase made at run time, never printed).
+Prints a table and one JSON line; never asserts on time. The load of the machine (uptime) is printed
+before and after: figures under contention are marked as such. Run as root it re-runs itself as the
+postgres user. The work directory (default /var/tmp/greenflow-bench) is removed at the end unless --keep
+(with --keep, pgbackrest.conf in it holds the throwaway passphrase of an --encrypt run).
 """
 import argparse
+import base64
 import json
 import os
 import shutil
@@ -22,125 +41,386 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, 'roles', 'pg_backup', 'files', 'greenflow_pg_backup.py')
 PG_BIN = '/usr/lib/postgresql/15/bin'
+PGBACKREST = shutil.which('pgbackrest') or '/usr/bin/pgbackrest'
+STANZA = 'bench'
+PORTS = {'primary': 54330, 'scratch': 54331, 'old-restore': 54332, 'pgbr-restore': 54333, 'stale': 54334,
+         'basebackup-replica': 54335}
+SUBDIRS = ('data', 'store', 'tar', 'restored', 'scratch', 'state', 'pgbr', 'pgbr-restored', 'stale',
+           'basebackup-replica')
+WAIT_S = 1800  # upper bound of every wait loop
+
+sys.path.insert(0, os.path.join(REPO, 'plugins', 'module_utils'))
+import _pgbackrest_config as pbc  # noqa: E402  (standard library only, the role's own renderer)
 
 
 def run(argv, **kwargs):
-    return subprocess.run(argv, check=True, **kwargs)
+    kwargs.setdefault('check', True)
+    return subprocess.run(argv, **kwargs)
+
+
+def quiet(argv, **kwargs):
+    """Run, output kept and shown only when the command fails."""
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                          check=False, **kwargs)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout)
+        raise SystemExit('failed (%d): %s' % (proc.returncode, ' '.join(argv)))
+    return proc.stdout
 
 
 def size_of(path):
     return int(subprocess.run(['du', '-sb', path], check=True, stdout=subprocess.PIPE, text=True).stdout.split()[0])
 
 
+def uptime():
+    return subprocess.run(['uptime'], stdout=subprocess.PIPE, text=True, check=False).stdout.strip()
+
+
+def load1():
+    with open('/proc/loadavg') as handle:
+        return float(handle.read().split()[0])
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.work = args.workdir
+        self.data = os.path.join(self.work, 'data')
+        self.started = []
+        self.results = {}
+
+    def path(self, *parts):
+        return os.path.join(self.work, *parts)
+
+    def psql(self, port, sql, check=True, database='postgres'):
+        proc = subprocess.run([PG_BIN + '/psql', '-X', '-qtA', '-h', self.work, '-p', str(port), '-U', 'postgres',
+                               '-d', database, '-c', sql], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              check=False, env=dict(os.environ, PGCONNECT_TIMEOUT='3'))
+        if check and proc.returncode != 0:
+            raise SystemExit('psql on port %d failed: %s\n%s' % (port, sql, proc.stderr))
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    def start(self, data, port, extra_conf=''):
+        with open(os.path.join(data, 'postgresql.conf'), 'a') as handle:
+            handle.write("\n# bench_backup.py\nport = %d\nlisten_addresses = ''\nunix_socket_directories = '%s'\n%s"
+                         % (port, self.work, extra_conf))
+        os.chmod(data, 0o700)
+        self.started.append(data)
+        quiet([PG_BIN + '/pg_ctl', '-D', data, '-l', data + '.log', '-w', '-t', str(WAIT_S), 'start'])
+
+    def stop(self, data, mode='fast'):
+        subprocess.run([PG_BIN + '/pg_ctl', '-D', data, '-m', mode, '-w', 'stop'], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=False)
+        if data in self.started:
+            self.started.remove(data)
+
+    def wait(self, predicate, what):
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.1)
+        raise SystemExit('timed out after %d s waiting for %s' % (WAIT_S, what))
+
+    def wait_write(self, port):
+        """Until the server on port accepts a write (a row in a probe table)."""
+        self.wait(lambda: self.psql(port, 'CREATE TABLE IF NOT EXISTS bench_probe (at timestamptz); '
+                                          'INSERT INTO bench_probe VALUES (now())', check=False) is not None,
+                  'a write on port %d' % port)
+
+    def wait_streaming(self, port, lsn):
+        """Until the standby on port streams from the primary and has replayed up to lsn."""
+        sql = ("SELECT pg_is_in_recovery() AND coalesce((SELECT status = 'streaming' FROM pg_stat_wal_receiver), "
+               "false) AND pg_last_wal_replay_lsn() >= '%s'::pg_lsn" % lsn)
+        self.wait(lambda: self.psql(port, sql, check=False) == 't', 'the standby on port %d to stream and '
+                  'replay up to %s' % (port, lsn))
+
+    def pgbackrest(self, *argv):
+        return quiet([PGBACKREST, '--config=%s' % self.path('pgbr', 'pgbackrest.conf'), '--stanza=%s' % STANZA]
+                     + list(argv))
+
+    def archived_up_to_now(self):
+        """Switch WAL and wait until the archiver (both engines) has stored the segment."""
+        # the name of the segment the switch closed (or of the last full one when nothing was written)
+        segment = self.psql(PORTS['primary'], 'SELECT pg_walfile_name(pg_switch_wal())')
+        self.wait(lambda: (self.psql(PORTS['primary'], 'SELECT last_archived_wal FROM pg_stat_archiver') or '')
+                  >= segment, 'WAL %s archived' % segment)
+
+    # --- setup -------------------------------------------------------------------------------------
+
+    def setup(self):
+        args = self.args
+        for sub in SUBDIRS:
+            shutil.rmtree(self.path(sub), ignore_errors=True)
+        os.makedirs(self.work, exist_ok=True)
+        os.chmod(self.work, 0o700)
+        for sub in ('state', 'scratch', 'pgbr', 'pgbr/repo', 'pgbr/spool', 'pgbr/log', 'pgbr/lock'):
+            os.makedirs(self.path(sub), mode=0o700)
+        # The old tool, configured as the existing bench did (a local store).
+        self.old_config = {
+            'cluster': STANZA, 'store': self.path('store'), 'store_host': '', 'encrypt': False,
+            'compress_level': 6, 'pg_bin': PG_BIN, 'retention_days': 30, 'checkpoint': 'fast', 'max_rate': '',
+            'source': {'host': self.work, 'port': PORTS['primary'], 'user': 'postgres', 'passfile': ''},
+            'status_file': self.path('state', 'status.json'), 'lock_file': self.path('state', 'lock'),
+            'scratch_dir': self.path('scratch'), 'scratch_port': PORTS['scratch'], 'verify_query': '',
+            'verify_database': 'postgres', 'verify_restore_weekdays': [],
+        }
+        if args.encrypt:
+            self.old_config['encrypt'] = True
+            self.old_config['key_file'] = self.path('state', 'key')
+            with open(os.open(self.old_config['key_file'], os.O_WRONLY | os.O_CREAT, 0o600), 'w') as handle:
+                handle.write(os.urandom(24).hex())
+        self.old_config_file = self.path('pg_backup.json')
+        with open(self.old_config_file, 'w') as handle:
+            json.dump(self.old_config, handle)
+        self.old_env = dict(os.environ, USER='postgres', GREENFLOW_PG_BACKUP_CONFIG=self.old_config_file,
+                            PYTHONPATH=os.path.join(REPO, 'plugins', 'module_utils'))
+        # pgBackRest as the role configures the repository host (here also the database host).
+        self.process_max = args.process_max or pbc.process_max_for(os.cpu_count() or 1)
+        spec = {'stanza': STANZA, 'repo_path': self.path('pgbr', 'repo'), 'retention_days': 30,
+                'compress_type': 'zst', 'process_max': self.process_max, 'archive_async': True,
+                'spool_path': self.path('pgbr', 'spool'),
+                'pg_hosts': [{'path': self.data, 'port': PORTS['primary'], 'socket_path': self.work}],
+                'options': {'log-path': self.path('pgbr', 'log'), 'lock-path': self.path('pgbr', 'lock')}}
+        if args.encrypt:
+            spec['cipher_type'] = 'aes-256-cbc'
+            spec['cipher_pass'] = base64.b64encode(os.urandom(36)).decode()  # throwaway, never printed
+        conf = self.path('pgbr', 'pgbackrest.conf')
+        with open(os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 'w') as handle:
+            handle.write(pbc.render_config(spec, header='bench/bench_backup.py (throwaway)'))
+
+        quiet([PG_BIN + '/initdb', '-D', self.data, '--data-checksums', '-A', 'trust', '-U', 'postgres'])
+        # WAL archiving is on but discards during the load; both engines archive from the backups on.
+        self.start(self.data, PORTS['primary'], "archive_mode = on\narchive_command = '/bin/true'\n"
+                   "min_wal_size = 80MB\nmax_wal_size = 1GB\n")
+        started = time.time()
+        quiet([PG_BIN + '/pgbench', '-h', self.work, '-p', str(PORTS['primary']), '-U', 'postgres', '-i', '-q',
+               '-s', str(args.scale), 'postgres'])
+        for _ in range(2):  # recycle the load's WAL: the data directory is then mostly the database
+            self.psql(PORTS['primary'], 'SELECT pg_switch_wal()')
+            self.psql(PORTS['primary'], 'CHECKPOINT')
+        load_s = time.time() - started
+        old = "PYTHONPATH=%s GREENFLOW_PG_BACKUP_CONFIG=%s %s %s wal-push %%p %%f" % (
+            self.old_env['PYTHONPATH'], self.old_config_file, sys.executable, TOOL)
+        new = '%s --config=%s --stanza=%s archive-push %%p' % (PGBACKREST, conf, STANZA)
+        self.psql(PORTS['primary'], "ALTER SYSTEM SET archive_command = '%s && %s'" % (old.replace("'", "''"),
+                                                                                      new.replace("'", "''")))
+        self.psql(PORTS['primary'], 'SELECT pg_reload_conf()')
+        time.sleep(1)
+        self.pgbackrest('stanza-create')
+        self.pgbackrest('check')  # archive-push works (a WAL switch reaches the repository)
+        time.sleep(1)
+        self.results['data_mb'] = round(size_of(self.data) / 1e6)
+        self.results['database_mb'] = round(int(self.psql(PORTS['primary'], 'SELECT pg_database_size(current_database())'))
+                                            / 1e6)
+        self.results['load_s'] = round(load_s, 1)
+
+    # --- 1. backup throughput -------------------------------------------------------------------------
+
+    def backups(self):
+        r = self.results
+        started = time.time()
+        os.makedirs(self.path('tar'))
+        run(['tar', '-cf', self.path('tar', 'data.tar'), '-C', self.data, '.'])
+        run(['sync', '-f', self.path('tar', 'data.tar')])
+        r['tar'] = {'s': round(time.time() - started, 1), 'source_mb': r['data_mb'],
+                    'stored_mb': round(size_of(self.path('tar')) / 1e6)}
+
+        started = time.time()
+        quiet([sys.executable, TOOL, 'backup'], env=self.old_env)
+        r['old'] = {'s': round(time.time() - started, 1),
+                    'stored_mb': round(size_of(self.path('store', STANZA, 'base')) / 1e6)}
+
+        started = time.time()
+        self.pgbackrest('backup', '--type=full')
+        r['pgbackrest'] = {'s': round(time.time() - started, 1),
+                           'stored_mb': round(size_of(self.path('pgbr', 'repo', 'backup')) / 1e6)}
+        info = json.loads(self.pgbackrest('--output=json', 'info'))[0]['backup'][-1]
+        r['pgbackrest']['source_mb'] = round(info['info']['size'] / 1e6)
+        r['pgbackrest']['label'] = info['label']
+        # The old tool's backup is pg_basebackup's copy (uncompressed): its size is what it read.
+        r['old']['source_mb'] = r['old']['stored_mb']
+        for key in ('tar', 'old', 'pgbackrest'):
+            r[key]['mb_s'] = round(r[key]['source_mb'] / max(r[key]['s'], 0.01))
+
+    # --- 2. restore RTO -------------------------------------------------------------------------------
+
+    def restores(self):
+        r = self.results
+        self.psql(PORTS['primary'], 'INSERT INTO pgbench_history(tid, bid, aid, delta, mtime) '
+                                    'VALUES (1, 1, 1, 424242, now())')
+        self.archived_up_to_now()
+        marker = 'SELECT count(*) FROM pgbench_history WHERE delta = 424242'
+
+        restored = self.path('restored')
+        started = time.time()
+        quiet([sys.executable, TOOL, 'restore-fetch', '--dest', restored], env=self.old_env)
+        fetched = time.time() - started
+        open(os.path.join(restored, 'recovery.signal'), 'w').close()
+        self.start(restored, PORTS['old-restore'], "archive_mode = off\nrestore_command = 'PYTHONPATH=%s "
+                   "GREENFLOW_PG_BACKUP_CONFIG=%s %s %s wal-fetch %%f %%p'\n"
+                   % (self.old_env['PYTHONPATH'], self.old_config_file, sys.executable, TOOL))
+        self.wait_write(PORTS['old-restore'])
+        r['old']['restore_s'] = round(time.time() - started, 1)
+        r['old']['restore_fetch_s'] = round(fetched, 1)
+        r['old']['restore_row'] = self.psql(PORTS['old-restore'], marker) == '1'
+        self.stop(restored)
+        shutil.rmtree(restored, ignore_errors=True)
+
+        restored = self.path('pgbr-restored')
+        os.makedirs(restored, mode=0o700)
+        started = time.time()
+        # archive-mode=off: the promoted copy must not archive a new timeline into the repository.
+        self.pgbackrest('restore', '--pg1-path=%s' % restored, '--archive-mode=off')
+        fetched = time.time() - started
+        self.start(restored, PORTS['pgbr-restore'])
+        self.wait_write(PORTS['pgbr-restore'])
+        r['pgbackrest']['restore_s'] = round(time.time() - started, 1)
+        r['pgbackrest']['restore_fetch_s'] = round(fetched, 1)
+        r['pgbackrest']['restore_row'] = self.psql(PORTS['pgbr-restore'], marker) == '1'
+        self.stop(restored)
+        shutil.rmtree(restored, ignore_errors=True)
+
+    # --- 3. replica rebuild ---------------------------------------------------------------------------
+
+    def rebuilds(self):
+        r = self.results
+        primary = PORTS['primary']
+        conninfo = 'host=%s port=%d user=postgres application_name=bench' % (self.work, primary)
+        stale = self.path('stale')
+        quiet([PG_BIN + '/pg_basebackup', '-h', self.work, '-p', str(primary), '-U', 'postgres', '-D', stale,
+               '-X', 'stream', '-c', 'fast', '-R'])
+        self.start(stale, PORTS['stale'])
+        self.wait_streaming(PORTS['stale'], self.psql(primary, 'SELECT pg_current_wal_lsn()'))
+        self.stop(stale)
+
+        started = time.time()
+        quiet([PG_BIN + '/pgbench', '-h', self.work, '-p', str(primary), '-U', 'postgres', '-n', '-c', '2', '-j', '2',
+               '-t', str(self.args.traffic_tx), 'postgres'])
+        r['traffic'] = {'transactions': 2 * self.args.traffic_tx, 's': round(time.time() - started, 1)}
+        self.archived_up_to_now()
+        target = self.psql(primary, 'SELECT pg_current_wal_lsn()')
+        r['traffic']['wal_since_backup_mb'] = round(float(self.psql(
+            primary, "SELECT '%s'::pg_lsn - '%s'::pg_lsn" % (target, self.backup_stop_lsn()))) / 1e6, 1)
+
+        replica = self.path('basebackup-replica')
+        started = time.time()
+        quiet([PG_BIN + '/pg_basebackup', '-h', self.work, '-p', str(primary), '-U', 'postgres', '-D', replica,
+               '-X', 'stream', '-c', 'fast', '-R'])
+        copied = time.time() - started
+        self.start(replica, PORTS['basebackup-replica'])
+        self.wait_streaming(PORTS['basebackup-replica'], target)
+        r['rebuild_basebackup'] = {'s': round(time.time() - started, 1), 'copy_s': round(copied, 1)}
+        self.stop(replica)
+        shutil.rmtree(replica, ignore_errors=True)
+
+        started = time.time()
+        self.pgbackrest('restore', '--pg1-path=%s' % stale, '--delta', '--type=standby',
+                        '--recovery-option=primary_conninfo=%s' % conninfo)
+        copied = time.time() - started
+        self.start(stale, PORTS['stale'])
+        self.wait_streaming(PORTS['stale'], target)
+        r['rebuild_delta'] = {'s': round(time.time() - started, 1), 'restore_s': round(copied, 1)}
+        self.stop(stale)
+
+    def backup_stop_lsn(self):
+        info = json.loads(self.pgbackrest('--output=json', 'info'))[0]['backup']
+        return [b for b in info if b['label'] == self.results['pgbackrest']['label']][0]['lsn']['stop']
+
+    def cleanup(self):
+        for data in list(self.started):
+            self.stop(data, 'immediate' if data != self.data else 'fast')
+        if not self.args.keep:
+            for sub in SUBDIRS:
+                shutil.rmtree(self.path(sub), ignore_errors=True)
+            for name in os.listdir(self.work):
+                target = self.path(name)
+                if os.path.isfile(target):
+                    os.unlink(target)
+
+
+def report(r, args, load_before, load_after, uptime_before, uptime_after):
+    contended = max(load_before, load_after) > 1.0
+    lines = [
+        'bench_backup.py: pgbench -s %d, data directory %d MB (database %d MB), loaded in %.0f s; %s; '
+        'process-max %d on %d CPUs%s' % (args.scale, r['data_mb'], r['database_mb'], r['load_s'],
+                                         'encrypted stores (aes-256-cbc / openssl)' if args.encrypt else 'no encryption',
+                                         r['process_max'], os.cpu_count() or 1,
+                                         '' if not contended else ' [UNDER CONTENTION: other work on the machine]'),
+        'uptime before: %s' % uptime_before,
+        'uptime after:  %s' % uptime_after,
+        '',
+        '%-52s %9s %9s %8s %8s' % ('1. backup', 'read MB', 'stored MB', 'seconds', 'MB/s'),
+    ]
+    names = {'tar': 'tar -cf of the data directory + sync',
+             'old': 'greenflow-pg-backup backup (basebackup+verify+fsync)',
+             'pgbackrest': 'pgbackrest backup --type=full (zst%s)' % (', aes-256-cbc' if args.encrypt else '')}
+    for key in ('tar', 'old', 'pgbackrest'):
+        lines.append('%-52s %9d %9d %8.1f %8d' % (names[key], r[key]['source_mb'], r[key]['stored_mb'],
+                                                   r[key]['s'], r[key]['mb_s']))
+    lines += [
+        '',
+        '%-52s %9s %9s %8s' % ('2. restore of the full backup (RTO)', 'fetch s', 'total s', 'row ok'),
+        '%-52s %9.1f %9.1f %8s' % ('greenflow-pg-backup restore-fetch + start + promote', r['old']['restore_fetch_s'],
+                                   r['old']['restore_s'], r['old']['restore_row']),
+        '%-52s %9.1f %9.1f %8s' % ('pgbackrest restore + start + promote', r['pgbackrest']['restore_fetch_s'],
+                                   r['pgbackrest']['restore_s'], r['pgbackrest']['restore_row']),
+        '   (total: from the start of the fetch until the restored server accepts a write)',
+        '',
+        '3. replica rebuild after pgbench -t %d x 2 clients (%d tx in %.1f s; %.1f MB of WAL since the full backup)'
+        % (args.traffic_tx, r['traffic']['transactions'], r['traffic']['s'], r['traffic']['wal_since_backup_mb']),
+        '%-52s %9s %9s' % ('', 'copy s', 'total s'),
+        '%-52s %9.1f %9.1f' % ('pg_basebackup into an empty directory + start',
+                               r['rebuild_basebackup']['copy_s'], r['rebuild_basebackup']['s']),
+        '%-52s %9.1f %9.1f' % ('pgbackrest restore --delta --type=standby (stale copy)',
+                               r['rebuild_delta']['restore_s'], r['rebuild_delta']['s']),
+        '   (total: until the standby streams from the primary and has replayed its current LSN)',
+    ]
+    print('\n'.join(lines))
+    print('JSON ' + json.dumps(dict(r, scale=args.scale, encrypt=args.encrypt, traffic_tx=args.traffic_tx,
+                                    load_before=load_before, load_after=load_after, contended=contended),
+                               sort_keys=True))
+
+
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--scale', type=int, default=70)
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--scale', type=int, default=70, help='pgbench scale (70 ~ 1 GB; 1 for a smoke run)')
     parser.add_argument('--workdir', default='/var/tmp/greenflow-bench')
-    parser.add_argument('--keep', action='store_true')
-    parser.add_argument('--encrypt', action='store_true', help='encrypt the store (openssl, a throwaway key)')
+    parser.add_argument('--keep', action='store_true', help='keep the work directory')
+    parser.add_argument('--encrypt', action='store_true',
+                        help='encrypt both stores (a throwaway key / passphrase made at run time)')
+    parser.add_argument('--traffic-tx', type=int, default=3000,
+                        help='pgbench transactions per client (2 clients) between the stale replica and its rebuild')
+    parser.add_argument('--process-max', type=int, default=0,
+                        help='pgBackRest process-max (default: as the role, half the CPUs, 1 to 8)')
     args = parser.parse_args()
+    missing = [what for what, path in (('PostgreSQL 15 (Debian package postgresql-15)', PG_BIN + '/initdb'),
+                                       ('pgbench (Debian package postgresql-15)', PG_BIN + '/pgbench'),
+                                       ('pgbackrest (Debian package pgbackrest)', PGBACKREST))
+               if not os.path.exists(path)]
+    if missing:
+        raise SystemExit('bench_backup.py: missing %s; `make debian-packages` installs them (Makefile '
+                         'DEBIAN_PACKAGES)' % ', '.join(missing))
+    if args.scale < 1 or args.traffic_tx < 1:
+        raise SystemExit('--scale and --traffic-tx must be at least 1')
     if os.geteuid() == 0:
         os.makedirs(args.workdir, exist_ok=True)
         shutil.chown(args.workdir, 'postgres', 'postgres')
         os.execvp('runuser', ['runuser', '-u', 'postgres', '--', '/usr/bin/python3', os.path.abspath(__file__)]
                   + sys.argv[1:])
-    work = args.workdir
-    for sub in ('data', 'store', 'tar', 'restored', 'scratch', 'state'):
-        shutil.rmtree(os.path.join(work, sub), ignore_errors=True)
-    data, restored = os.path.join(work, 'data'), os.path.join(work, 'restored')
-    config = {
-        'cluster': 'bench', 'store': os.path.join(work, 'store'), 'store_host': '', 'encrypt': False,
-        'compress_level': 6, 'pg_bin': PG_BIN, 'retention_days': 30, 'checkpoint': 'fast', 'max_rate': '',
-        'source': {'host': work, 'port': 54330, 'user': os.environ.get('USER', 'postgres'), 'passfile': ''},
-        'status_file': os.path.join(work, 'state', 'status.json'),
-        'lock_file': os.path.join(work, 'state', 'lock'), 'scratch_dir': os.path.join(work, 'scratch'),
-        'scratch_port': 54331, 'verify_query': '', 'verify_database': 'postgres', 'verify_restore_weekdays': [],
-    }
-    for sub in ('state', 'scratch'):
-        os.makedirs(os.path.join(work, sub))
-    if args.encrypt:
-        config['encrypt'] = True
-        config['key_file'] = os.path.join(work, 'state', 'key')
-        with open(config['key_file'], 'w') as handle:
-            handle.write(os.urandom(24).hex())
-    config_file = os.path.join(work, 'pg_backup.json')
-    with open(config_file, 'w') as handle:
-        json.dump(config, handle)
-    env = dict(os.environ, GREENFLOW_PG_BACKUP_CONFIG=config_file,
-               PYTHONPATH=os.path.join(REPO, 'plugins', 'module_utils'))
-    tool = [sys.executable, TOOL]
-    archive = "%s %s wal-push %%p %%f" % (sys.executable, TOOL)
-    run([PG_BIN + '/initdb', '-D', data, '--data-checksums', '-A', 'trust', '-U', 'postgres'],
-        stdout=subprocess.DEVNULL)
-    with open(os.path.join(data, 'postgresql.conf'), 'a') as handle:
-        handle.write("port = 54330\nlisten_addresses = ''\nunix_socket_directories = '%s'\n"
-                     "archive_mode = on\narchive_command = 'PYTHONPATH=%s GREENFLOW_PG_BACKUP_CONFIG=%s %s'\n"
-                     "min_wal_size = 80MB\nmax_wal_size = 1GB\n" % (work, env['PYTHONPATH'], config_file, archive))
-    run([PG_BIN + '/pg_ctl', '-D', data, '-l', os.path.join(work, 'data.log'), '-w', 'start'], stdout=subprocess.DEVNULL)
+    if os.path.exists('/tmp/greenflow-ci-running'):
+        print('note: a CI run is measuring (/tmp/greenflow-ci-running): the figures are contended')
+    uptime_before, load_before = uptime(), load1()
+    bench = Bench(args)
     try:
-        started = time.time()
-        run([PG_BIN + '/pgbench', '-h', work, '-p', '54330', '-U', 'postgres', '-i', '-q', '-s', str(args.scale),
-             'postgres'], stderr=subprocess.DEVNULL)
-        for _ in range(2):  # recycle the load's WAL: the data directory is then mostly the database
-            run([PG_BIN + '/psql', '-h', work, '-p', '54330', '-U', 'postgres', '-qc', 'SELECT pg_switch_wal()',
-                 '-c', 'CHECKPOINT', 'postgres'], stdout=subprocess.DEVNULL)
-        time.sleep(2)
-        db_size = size_of(data)
-        print('data directory: %.0f MB (pgbench -s %d, %.0f s to load)' % (db_size / 1e6, args.scale, time.time() - started))
-
-        started = time.time()
-        run(tool + ['backup'], env=dict(env, USER='postgres'), stdout=subprocess.DEVNULL)
-        backup_s = time.time() - started
-        started = time.time()
-        os.makedirs(os.path.join(work, 'tar'))
-        run(['tar', '-cf', os.path.join(work, 'tar', 'data.tar'), '-C', data, '.'])
-        run(['sync', '-f', os.path.join(work, 'tar', 'data.tar')])
-        tar_s = time.time() - started
-        backup_bytes = size_of(os.path.join(work, 'store', 'bench', 'base'))
-        tar_bytes = size_of(os.path.join(work, 'tar'))
-        print('greenflow-pg-backup backup (pg_basebackup + pg_verifybackup + fsync): %.0f MB in %.1f s, %.0f MB/s'
-              % (backup_bytes / 1e6, backup_s, backup_bytes / 1e6 / backup_s))
-        print('tar -cf of the data directory (+ sync):                             %.0f MB in %.1f s, %.0f MB/s'
-              % (tar_bytes / 1e6, tar_s, tar_bytes / 1e6 / tar_s))
-        print('throughput ratio backup / tar (MB/s): %.2f'
-              % ((backup_bytes / backup_s) / (tar_bytes / tar_s)))
-        # the two carry different bytes (tar takes all of pg_wal, the backup only the WAL it needs):
-        # what an operator waits for is the wall time
-        print('wall time ratio backup / tar (s): %.2f' % (backup_s / tar_s))
-
-        run([PG_BIN + '/psql', '-h', work, '-p', '54330', '-U', 'postgres', '-qc',
-             'INSERT INTO pgbench_history(tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 1, now())', '-c',
-             'SELECT pg_switch_wal()', 'postgres'], stdout=subprocess.DEVNULL)
-        time.sleep(3)
-        started = time.time()
-        run(tool + ['restore-fetch', '--dest', restored], env=env, stdout=subprocess.DEVNULL)
-        fetched_s = time.time() - started
-        with open(os.path.join(restored, 'postgresql.conf'), 'a') as handle:
-            handle.write("port = 54332\narchive_mode = off\nrestore_command = 'PYTHONPATH=%s GREENFLOW_PG_BACKUP_CONFIG=%s "
-                         "%s %s wal-fetch %%f %%p'\n" % (env['PYTHONPATH'], config_file, sys.executable, TOOL))
-        open(os.path.join(restored, 'recovery.signal'), 'w').close()
-        os.chmod(restored, 0o700)
-        run([PG_BIN + '/pg_ctl', '-D', restored, '-l', os.path.join(work, 'restored.log'), '-w', '-t', '600', 'start'],
-            stdout=subprocess.DEVNULL)
-        while subprocess.run([PG_BIN + '/psql', '-h', work, '-p', '54332', '-U', 'postgres', '-tAc',
-                              'SELECT pg_is_in_recovery()', 'postgres'], stdout=subprocess.PIPE, text=True,
-                             check=False).stdout.strip() != 'f':
-            time.sleep(0.2)
-        restore_s = time.time() - started
-        rows = subprocess.run([PG_BIN + '/psql', '-h', work, '-p', '54332', '-U', 'postgres', '-tAc',
-                               'SELECT count(*) FROM pgbench_history', 'postgres'], stdout=subprocess.PIPE,
-                              text=True, check=True).stdout.strip()
-        run([PG_BIN + '/pg_ctl', '-D', restored, '-m', 'fast', '-w', 'stop'], stdout=subprocess.DEVNULL)
-        print('restore of the %.0f MB backup: %.1f s (copy + pg_verifybackup %.1f s, then WAL replay and '
-              'promotion); row written after the backup restored: %s' % (backup_bytes / 1e6, restore_s, fetched_s,
-                                                                        rows == '1'))
+        bench.setup()
+        bench.results['process_max'] = bench.process_max
+        bench.backups()
+        bench.restores()
+        bench.rebuilds()
     finally:
-        subprocess.run([PG_BIN + '/pg_ctl', '-D', data, '-m', 'fast', '-w', 'stop'], stdout=subprocess.DEVNULL, check=False)
-        subprocess.run([PG_BIN + '/pg_ctl', '-D', restored, '-m', 'immediate', '-w', 'stop'],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-        if not args.keep:
-            for sub in ('data', 'store', 'tar', 'restored', 'scratch'):
-                shutil.rmtree(os.path.join(work, sub), ignore_errors=True)
+        bench.cleanup()
+    report(bench.results, args, load_before, load1(), uptime_before, uptime())
 
 
 if __name__ == '__main__':
