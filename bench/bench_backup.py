@@ -228,8 +228,12 @@ class Bench:
 
         started = time.time()
         quiet([sys.executable, TOOL, 'backup'], env=self.old_env)
-        r['old'] = {'s': round(time.time() - started, 1),
-                    'stored_mb': round(size_of(self.path('store', STANZA, 'base')) / 1e6)}
+        r['old'] = {'s': round(time.time() - started, 1)}
+        base = self.path('store', STANZA, 'base')
+        meta = [name for name in os.listdir(base) if name.endswith('.json')]
+        with open(os.path.join(base, meta[0])) as handle:
+            meta = json.load(handle)  # what pg_basebackup copied, and what the store keeps of it
+        r['old'].update(source_mb=round(meta['size_bytes'] / 1e6), stored_mb=round(meta['stored_bytes'] / 1e6))
 
         started = time.time()
         self.pgbackrest('backup', '--type=full')
@@ -238,8 +242,6 @@ class Bench:
         info = json.loads(self.pgbackrest('--output=json', 'info'))[0]['backup'][-1]
         r['pgbackrest']['source_mb'] = round(info['info']['size'] / 1e6)
         r['pgbackrest']['label'] = info['label']
-        # The old tool's backup is pg_basebackup's copy (uncompressed): its size is what it read.
-        r['old']['source_mb'] = r['old']['stored_mb']
         for key in ('tar', 'old', 'pgbackrest'):
             r[key]['mb_s'] = round(r[key]['source_mb'] / max(r[key]['s'], 0.01))
 
@@ -367,7 +369,7 @@ def report(r, args, load_before, load_after, uptime_before, uptime_after):
                                    r['pgbackrest']['restore_s'], r['pgbackrest']['restore_row']),
         '   (total: from the start of the fetch until the restored server accepts a write)',
         '',
-        '3. replica rebuild after pgbench -t %d x 2 clients (%d tx in %.1f s; %.1f MB of WAL since the full backup)'
+        '3. replica rebuild after pgbench -t %d x 2 clients (%d tx in %.1f s; WAL since the full backup %.1f MB)'
         % (args.traffic_tx, r['traffic']['transactions'], r['traffic']['s'], r['traffic']['wal_since_backup_mb']),
         '%-52s %9s %9s' % ('', 'copy s', 'total s'),
         '%-52s %9.1f %9.1f' % ('pg_basebackup into an empty directory + start',
