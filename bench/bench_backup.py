@@ -339,6 +339,10 @@ class Bench:
                 target = self.path(name)
                 if os.path.isfile(target):
                     os.unlink(target)
+            try:
+                os.rmdir(self.work)
+            except OSError:
+                pass  # something else in it: left alone
 
 
 def report(r, args, load_before, load_after, uptime_before, uptime_after):
