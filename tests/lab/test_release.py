@@ -498,6 +498,28 @@ def test_a_failing_smoke_check_stops_the_release_before_any_traffic(release_lab)
     assert len(record(lab)["releases"]) == entries
 
 
+def test_a_release_that_needs_approval_moves_nothing_without_it(release_lab):
+    lab = release_lab
+    before, live = versions_now(lab), live_colour(lab)
+    idle = "green" if live == "blue" else "blue"
+    # no terminal here: the prompt does not wait, and no answer is no approval
+    proc, load, summary = run_under_load(
+        lab, "playbooks/deploy.yml", "-e", "release_version=8", "-e", "release_image=greenflow/demo-app:2",
+        "-e", json.dumps({"release_env": {"DEMO_VERSION": "8"}}), "-e", "release_require_approval=true",
+        *QUICK, check=False)
+    flat = " ".join(proc.stdout.split())
+    assert proc.returncode != 0
+    assert "Not approved (release_require_approval is on" in flat and "no traffic was moved" in flat, flat[-3000:]
+    assert "TASK [Shift traffic in gated steps]" not in proc.stdout
+    assert summary["failed"] == 0 and set(summary["versions"]) == set(before), summary
+    entry = last_entry(lab)
+    assert (entry["version"], entry["color"], entry["outcome"]) == ("8", idle, "failed")
+    assert "Not approved" in entry["reason"]
+    # the lock is released: nothing in progress, and the next release (approved) goes ahead (next test)
+    assert not [e for e in record(lab)["releases"] if e["outcome"] == "in_progress"]
+    assert nginx_shares(lab) == {live: 100} and replicas(lab, idle) == 0
+
+
 def _task_containers(lab, service):
     """(node, container id) of the running tasks of a swarm service, from the nodes' own engines."""
     out = []
@@ -518,7 +540,8 @@ def test_the_watch_after_100_rolls_back_a_release_that_breaks_late(release_lab):
             "playbooks/deploy.yml", "-e", "release_version=7", "-e", "release_image=greenflow/demo-app:2",
             "-e", json.dumps({"release_env": env, "cutover_steps": [50, 100], "cutover_step_seconds": [3, 3],
                               "cutover_watch_seconds": 120, "cutover_watch_window_seconds": 10}),
-            "-e", "cutover_min_requests=20", *lab.hook)
+            "-e", "cutover_min_requests=20", "-e", "release_require_approval=true", "-e", "release_approved=true",
+            *lab.hook)
         deadline = time.monotonic() + 240
         while nginx_shares(lab) != {idle: 100}:
             assert deploy.poll() is None, "the deploy ended before 100 %%:\n%s" % deploy.stdout.read()[-3000:]
