@@ -575,3 +575,31 @@ def test_the_watch_after_100_rolls_back_a_release_that_breaks_late(release_lab):
     events = lab.webhook.events[hooks:]
     assert [e.get("event") for e in events] == ["start", "failure"]
     assert "automatic rollback" in json.dumps(events[-1])
+
+
+def test_retire_scales_the_previous_colour_down_only_when_it_is_old_enough(release_lab):
+    lab = release_lab
+    # a good release first, so that the previous colour runs the release before it (instant rollback)
+    with LoadGen(lab.url("/version"), rate=60, threads=4, max_requests=60 * 300, max_seconds=300) as load:
+        lab.playbook("playbooks/deploy.yml", "-e", "release_version=9", "-e", "release_image=greenflow/demo-app:2",
+                     "-e", json.dumps({"release_env": {"DEMO_VERSION": "9"}}), *QUICK)
+        live = live_colour(lab)
+        previous = "green" if live == "blue" else "blue"
+        assert replicas(lab, previous) == 2
+        entries = len(record(lab)["releases"])
+        kept = lab.playbook("playbooks/retire.yml")               # default: kept 72 h
+        assert "not yet retired" in kept.stdout and replicas(lab, previous) == 2
+        assert len(record(lab)["releases"]) == entries
+        retired = lab.playbook("playbooks/retire.yml", "-e", "release_keep_previous_hours=0")
+        again = lab.playbook("playbooks/retire.yml", "-e", "release_keep_previous_hours=0")
+        time.sleep(1)
+    summary = load.summary()
+    print("\n[retire] kept %.1f s, retired %.1f s; load: %s" % (kept.seconds, retired.seconds, json.dumps(summary)))
+    assert summary["failed"] == 0, summary
+    assert replicas(lab, previous) == 0 and replicas(lab, live) == 2
+    assert nginx_shares(lab) == {live: 100} and versions_now(lab) == {"9": 20}
+    entry = last_entry(lab)
+    assert (entry["action"], entry["color"], entry["outcome"]) == ("retire", previous, "succeeded")
+    assert "the instant rollback to it is gone" in entry["reason"]
+    assert "was retired already" in again.stdout and len(record(lab)["releases"]) == entries + 1
+    assert record(lab)["releases"][-2]["version"] == "9"  # the live release is still the deploy of 9
