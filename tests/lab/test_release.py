@@ -540,20 +540,30 @@ def test_the_watch_after_100_rolls_back_a_release_that_breaks_late(release_lab):
             "playbooks/deploy.yml", "-e", "release_version=7", "-e", "release_image=greenflow/demo-app:2",
             "-e", json.dumps({"release_env": env, "cutover_steps": [50, 100], "cutover_step_seconds": [3, 3],
                               "cutover_watch_seconds": 120, "cutover_watch_window_seconds": 10}),
-            "-e", "cutover_min_requests=20", "-e", "release_require_approval=true", "-e", "release_approved=true",
+            # a lease longer than a busy machine's module runs (this test is about the watch, not the watchdog)
+            "-e", "cutover_min_requests=20", "-e", "cutover_lease_ttl=60",
+            "-e", "release_require_approval=true", "-e", "release_approved=true",
             *lab.hook)
-        deadline = time.monotonic() + 240
-        while nginx_shares(lab) != {idle: 100}:
-            assert deploy.poll() is None, "the deploy ended before 100 %%:\n%s" % deploy.stdout.read()[-3000:]
-            assert time.monotonic() < deadline, "the deploy never reached 100 %"
+        lines = []
+        reader = threading.Thread(target=lambda: lines.extend(deploy.stdout), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 300
+        # the watch has begun (every step passed, 100 % on the new colour): the cutover says so
+        while not any("  watch: %s at 100%%" % idle in line for line in lines):
+            assert deploy.poll() is None, "the deploy ended before its watch:\n%s" % (
+                "".join(lines)[-3000:])
+            assert time.monotonic() < deadline, "the deploy never reached its watch:\n%s" % "".join(lines)[-3000:]
             time.sleep(0.3)
+        assert nginx_shares(lab) == {idle: 100}
         time.sleep(3)  # live at 100 % for a moment, then it breaks
         tasks = _task_containers(lab, "%s-%s" % (APP, idle))
         assert len(tasks) == 2, tasks
         for node, cid in tasks:
             lab.exec(node, "docker", "exec", cid, "touch", "/tmp/break-now")
         broke_at = time.time()
-        out, _ = deploy.communicate(timeout=300)
+        deploy.wait(timeout=300)
+        reader.join(30)
+        out = "".join(lines)
         time.sleep(1)
     summary = load.summary()
     assert deploy.returncode != 0, out[-3000:]
