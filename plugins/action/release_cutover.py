@@ -70,6 +70,7 @@ ARGUMENT_SPEC = dict(
     record_entry=dict(type="int"),
     record_path=dict(type="path"),
     lease_ttl=dict(type="float", default=10.0),
+    validate_only=dict(type="bool", default=False),
 )
 # steps, their timing and the gates: types and defaults from the release model (documented by the doc
 # fragment greenflow.platform.gates, which a unit test keeps equal to it)
@@ -120,8 +121,17 @@ def check_options(args):
         if steps[-1] != 100:
             problems.append("the last step must be 100 (the cutover ends with all traffic on "
                             "to_color), got %r" % steps[-1])
-    if not args["step_seconds"] > 0:
-        problems.append("step_seconds must be > 0, got %r" % args["step_seconds"])
+    dwells = []
+    try:
+        dwells = model.step_dwells(args["step_seconds"], steps or [])
+    except model.ReleaseModelError as exc:
+        problems.append(str(exc))
+    if not 0 <= args["watch_seconds"] <= model.MAX_WATCH_SECONDS:
+        problems.append("watch_seconds must be between 0 and %g, got %r"
+                        % (model.MAX_WATCH_SECONDS, args["watch_seconds"]))
+    if not args["poll_seconds"] <= args["watch_window_seconds"] <= model.MAX_STEP_SECONDS:
+        problems.append("watch_window_seconds must be between poll_seconds (%r) and %g, got %r"
+                        % (args["poll_seconds"], model.MAX_STEP_SECONDS, args["watch_window_seconds"]))
     if not 0 < args["poll_seconds"] <= 2:
         problems.append("poll_seconds must be > 0 and <= 2 (an abort is acted on within one "
                         "poll), got %r" % args["poll_seconds"])
@@ -158,7 +168,7 @@ def check_options(args):
     if problems:
         raise AnsibleActionFail("release_cutover: invalid options, nothing was changed: "
                                 + "; ".join(problems))
-    return gates, list(steps)
+    return gates, list(steps), dwells
 
 
 class ActionModule(ActionBase):
@@ -179,10 +189,16 @@ class ActionModule(ActionBase):
         del tmp
         task_vars = task_vars or {}
         _dummy, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
-        gates, steps = check_options(args)
+        gates, steps, dwells = check_options(args)
         self._args = args
         self._gates = gates
+        self._dwells = dwells
         self._task_vars = task_vars
+        if args["validate_only"]:
+            result.update(changed=False, plan=self._plan_steps(steps), gates=gates,
+                          msg="release_cutover: the options are valid (%d steps); nothing was read or moved"
+                          % len(steps))
+            return result
         try:
             if self._task.check_mode:
                 result.update(self._plan(steps))
@@ -288,13 +304,15 @@ class ActionModule(ActionBase):
         return res
 
     # -- check mode -------------------------------------------------------------------------
+    def _plan_steps(self, steps):
+        a = self._args
+        return [{"step": i, "share": pct, "shares": self._shares(pct), "dwell_seconds": dwell,
+                 "max_seconds": dwell + a["max_wait_seconds"]}
+                for i, (pct, dwell) in enumerate(zip(steps, self._dwells), 1)]
+
     def _plan(self, steps):
         a = self._args
-        plan = []
-        for i, pct in enumerate(steps, 1):
-            plan.append({"step": i, "share": pct, "shares": self._shares(pct),
-                         "dwell_seconds": a["step_seconds"],
-                         "max_seconds": a["step_seconds"] + a["max_wait_seconds"]})
+        plan = self._plan_steps(steps)
         display.display("release_cutover %s (check mode, no traffic moved): %s -> %s in %d steps"
                         % (a["app"], a["from_color"], a["to_color"], len(steps)))
         for p in plan:
@@ -302,6 +320,10 @@ class ActionModule(ActionBase):
                             "traffic is thin)" % (p["step"], len(plan), a["to_color"], p["share"],
                                                   a["from_color"], 100 - p["share"],
                                                   p["dwell_seconds"], p["max_seconds"]))
+        if a["watch_seconds"] > 0:
+            display.display("  then watch %gs at 100%% (abort lines on the last %gs at every poll; %s "
+                            "still runs and takes all traffic back on a breach)"
+                            % (a["watch_seconds"], a["watch_window_seconds"], a["from_color"]))
         display.display("  gates: pass if >= %d requests, error rate <= %s, p95 <= %s; abort if "
                         "error rate >= %s or p95 >= %s (after %d bad requests) or a health probe "
                         "fails" % (self._gates["min_requests"], _pct(self._gates["max_error_rate"]),
@@ -310,6 +332,7 @@ class ActionModule(ActionBase):
                                    _ms(self._gates["abort_p95_ms"]),
                                    self._gates["abort_min_failures"]))
         return {"changed": True, "check_mode": True, "plan": plan, "timeline": [],
+                "watch_seconds": a["watch_seconds"],
                 "gates": self._gates, "shares": None,
                 "msg": "check mode: %d steps planned, no traffic moved" % len(plan)}
 
@@ -356,8 +379,11 @@ class ActionModule(ActionBase):
         except LeaseLost as exc:
             raise AnsibleActionFail("release_cutover %s: cannot take the lease (no traffic was moved): %s"
                                     % (a["app"], exc))
-        display.display("release_cutover %s: %s -> %s, steps %s, %gs each%s"
-                        % (a["app"], from_c, to_c, steps, a["step_seconds"],
+        display.display("release_cutover %s: %s -> %s, steps %s, dwell %s%s%s"
+                        % (a["app"], from_c, to_c, steps,
+                           ("%gs each" % self._dwells[0]) if len(set(self._dwells)) == 1
+                           else "/".join("%gs" % d for d in self._dwells),
+                           (", then a %gs watch" % a["watch_seconds"]) if a["watch_seconds"] > 0 else "",
                            (", lease %gs on entry %s" % (a["lease_ttl"], a["record_entry"]))
                            if a.get("record_entry") is not None else ""))
         # Each window starts where the previous read stopped (before the new shares are set):
@@ -366,7 +392,8 @@ class ActionModule(ActionBase):
         position = mark.get("position")
         for index, pct in enumerate(steps, 1):
             step = {"event": "step", "step": index, "steps": len(steps), "share": pct,
-                    "shares": self._shares(pct), "position": position}
+                    "shares": self._shares(pct), "position": position,
+                    "dwell_seconds": self._dwells[index - 1]}
             timeline.append(step)
             try:
                 verdict = self._run_step(step, attribution, thresholds)
@@ -392,6 +419,30 @@ class ActionModule(ActionBase):
             self._show(step)
             if verdict != gates_mod.PASS:
                 return self._revert_and_fail(out, step, "; ".join(step.get("reasons") or []))
+        if a["watch_seconds"] > 0:
+            watch = {"event": "watch", "step": len(steps) + 1, "steps": len(steps), "share": 100,
+                     "shares": self._shares(100), "position": position}
+            timeline.append(watch)
+            try:
+                verdict = self._watch(watch, attribution, thresholds)
+            except LeaseLost as exc:
+                out.update(failed=True, changed=True, reverted=True, shares=self._shares(0),
+                           msg="release_cutover %s: lost the lease during the watch: %s" % (a["app"], exc))
+                display.error(out["msg"])
+                return out
+            except ControllerGone:
+                out.update(failed=True, msg="release_cutover %s: the controller is gone; stopped during the "
+                           "watch with all traffic on %s" % (a["app"], to_c))
+                return out
+            except Exception as exc:  # pylint: disable=broad-except  # unknown state: go back
+                watch.update(verdict="error", reasons=[str(exc)], ended=_now_iso())
+                self._show_watch(watch)
+                return self._revert_and_fail(out, watch, "error: %s" % exc)
+            self._show_watch(watch)
+            out["watch"] = dict((k, watch.get(k)) for k in (
+                "verdict", "seconds", "requests", "error_rate", "p95_ms", "reasons"))
+            if verdict != gates_mod.PASS:
+                return self._revert_and_fail(out, watch, "; ".join(watch.get("reasons") or []))
         self._release_lease()
         out["shares"] = self._shares(100)
         out["seconds"] = round(time.time() - start, 3)
@@ -431,7 +482,7 @@ class ActionModule(ActionBase):
                 return "error"
         step["set_changed"] = bool(set_res.get("changed"))
         step["reloaded"] = bool(set_res.get("reloaded"))
-        dwell_end = t0 + a["step_seconds"]
+        dwell_end = t0 + step["dwell_seconds"]
         wait_end = dwell_end + a["max_wait_seconds"]
         polls = []
         step["polls"] = polls
@@ -503,6 +554,103 @@ class ActionModule(ActionBase):
             step["end_position"] = window.get("position")
         return verdict
 
+    def _watch(self, watch, attribution, thresholds):
+        """After the last step: keep judging the new colour at 100 % for watch_seconds while the previous
+        colour still runs. Every poll judges the last watch_window_seconds of the log on the abort lines;
+        the end judges the whole watch on the pass lines (gates_mod.evaluate_watch)."""
+        a = self._args
+        gates = self._gates
+        if watch.get("position") is None:
+            mark = self._run(WINDOW_MODULE, {"log_path": a["log_path"], "from_end": True})
+            if mark.get("failed"):
+                raise AnsibleActionFail("cannot read the access log %s: %s" % (a["log_path"], mark.get("msg")))
+            watch["position"] = mark.get("position")
+        first = watch["position"]
+        t0 = time.monotonic()
+        watch["started_epoch"] = round(time.time(), 3)
+        watch["started"] = _now_iso(watch["started_epoch"])
+        watch_end = t0 + a["watch_seconds"]
+        window_seconds = a["watch_window_seconds"]
+        display.display("  watch: %s at 100%% for %gs (abort lines on the last %gs); %s still runs"
+                        % (a["to_color"], a["watch_seconds"], window_seconds, a["from_color"]))
+        marks = []  # (monotonic time, log position after that read), pruned to one before the window
+        polls = []
+        watch["polls"] = polls
+        view, whole_view, health, window = {}, None, [], {}
+        while True:
+            self._check_controller()
+            self._renew_lease()
+            poll_start = time.monotonic()
+            start = gates_mod.rolling_start(marks, poll_start, window_seconds, first)
+            window_args = dict(self._probe_args(), log_path=a["log_path"], pools=attribution,
+                               position=start, latency_thresholds_ms=thresholds)
+            if a.get("log_match"):
+                window_args["match"] = a["log_match"]
+            window = self._run(WINDOW_MODULE, window_args)
+            health = window.get("health") or []
+            now = time.monotonic()
+            if window.get("failed"):
+                decision = {"verdict": gates_mod.ABORT, "breaches": [
+                    {"metric": "traffic_window", "value": window.get("msg"), "op": "failed",
+                     "threshold": a["log_path"]}],
+                    "reasons": ["cannot read the access log: %s" % window.get("msg")]}
+                view = {}
+            else:
+                marks.append((now, window.get("position")))
+                while len(marks) > 1 and marks[1][0] <= now - window_seconds:
+                    marks.pop(0)
+                view = candidate_view(window, a["to_color"], a["count_unattributed_5xx"], thresholds)
+                whole_view = None
+                if now >= watch_end:
+                    whole_args = dict(log_path=a["log_path"], pools=attribution, position=first,
+                                      latency_thresholds_ms=thresholds)
+                    if a.get("log_match"):
+                        whole_args["match"] = a["log_match"]
+                    whole = self._run(WINDOW_MODULE, whole_args)
+                    if whole.get("failed"):
+                        raise AnsibleActionFail("cannot read the access log %s for the whole watch: %s"
+                                                % (a["log_path"], whole.get("msg")))
+                    whole_view = candidate_view(whole, a["to_color"], a["count_unattributed_5xx"], thresholds)
+                decision = gates_mod.evaluate_watch(view, gates, health=health, whole=whole_view)
+            poll = {"t": round(now - t0, 3), "verdict": decision["verdict"],
+                    "requests": view.get("requests"), "errors_5xx": view.get("errors_5xx"),
+                    "error_rate": view.get("error_rate"), "p95_ms": view.get("p95_ms")}
+            if health:
+                poll["health_ok"] = all(h["ok"] for h in health)
+            polls.append(poll)
+            display.vv("  watch t=%.1fs: last %gs %s requests, %s 5xx, p95 %s -> %s" % (
+                poll["t"], window_seconds, poll["requests"], poll["errors_5xx"], _ms(poll["p95_ms"]),
+                poll["verdict"]))
+            verdict = decision["verdict"]
+            if verdict in (gates_mod.PASS, gates_mod.FAIL, gates_mod.ABORT):
+                break
+            sleep_for = min(a["poll_seconds"] - (time.monotonic() - poll_start), watch_end - time.monotonic())
+            if sleep_for > 0:
+                time.sleep(sleep_for)
+        ended = time.time()
+        whole_judged = whole_view is not None and verdict != gates_mod.ABORT
+        judged = whole_view if whole_judged else view
+        watch.update({
+            "verdict": verdict, "reasons": decision["reasons"], "breaches": decision["breaches"],
+            "ended_epoch": round(ended, 3), "ended": _now_iso(ended),
+            "seconds": round(ended - watch["started_epoch"], 3),
+            "window_seconds": window_seconds, "judged": "whole watch" if whole_judged else "last %gs" % window_seconds,
+            "requests": judged.get("requests"), "errors_5xx": judged.get("errors_5xx"),
+            "error_rate": judged.get("error_rate"), "p50_ms": judged.get("p50_ms"),
+            "p95_ms": judged.get("p95_ms"), "p99_ms": judged.get("p99_ms"),
+            "health": health,
+        })
+        if not window.get("failed"):
+            watch["end_position"] = window.get("position")
+        return verdict
+
+    def _show_watch(self, watch):
+        display.display(
+            "  watch: %s 100%%  requests %-6s error rate %-7s p95 %-8s -> %s (%.1fs)%s" % (
+                self._args["to_color"], watch.get("requests"), _pct(watch.get("error_rate")),
+                _ms(watch.get("p95_ms")), watch.get("verdict"), watch.get("seconds") or 0.0,
+                (": " + "; ".join(watch["reasons"])) if watch.get("reasons") else ""))
+
     def _show(self, step):
         a = self._args
         display.display(
@@ -519,7 +667,7 @@ class ActionModule(ActionBase):
         t = time.time()
         res = self._run(UPSTREAM_MODULE, self._nginx_args(shares))
         revert = {"event": "revert", "time": _now_iso(t), "time_epoch": round(t, 3),
-                  "shares": shares, "ok": not res.get("failed"),
+                  "shares": shares, "ok": not res.get("failed"), "after": step.get("event"),
                   "seconds": round(time.time() - t, 3)}
         out["timeline"].append(revert)
         out["failed"] = True
@@ -528,10 +676,17 @@ class ActionModule(ActionBase):
         out["breaches"] = step.get("breaches") or []
         thresholds = dict((k, self._gates[k]) for k in model.JUDGING_GATES)
         out["thresholds"] = thresholds
-        head = ("release_cutover %s: step %d/%d (%s at %d%%) %s: %s. Numbers: %s requests, "
+        if step.get("event") == "watch":
+            out["failed_phase"] = "watch"
+            where = ("the watch after the last step (%s at 100%%, %.0fs in; numbers of the %s)"
+                     % (a["to_color"], step.get("seconds") or 0.0, step.get("judged") or "watch"))
+        else:
+            out["failed_phase"] = "step"
+            where = "step %d/%d (%s at %d%%)" % (step["step"], step["steps"], a["to_color"], step["share"])
+        head = ("release_cutover %s: %s %s: %s. Numbers: %s requests, "
                 "error rate %s, p95 %s. Thresholds: pass error rate <= %s and p95 <= %s with >= %d "
                 "requests; abort at error rate >= %s or p95 >= %s."
-                % (a["app"], step["step"], step["steps"], a["to_color"], step["share"],
+                % (a["app"], where,
                    step.get("verdict"), why, step.get("requests"), _pct(step.get("error_rate")),
                    _ms(step.get("p95_ms")), _pct(thresholds["max_error_rate"]),
                    _ms(thresholds["max_p95_ms"]), thresholds["min_requests"],

@@ -25,8 +25,10 @@ options:
     elements: int
     default: [5, 25, 50, 100]
   step_seconds:
-    description: Dwell of each step, in seconds.
-    type: float
+    description:
+      - Dwell of each step, in seconds (more than 0, at most 3600) - one number for every step, or a list
+        with one number per step (for example C([300, 600, 900, 900]) for the runbooks' pacing).
+    type: raw
     default: 60
   poll_seconds:
     description: Seconds between polls of the log and the health URLs (more than 0, at most 2).
@@ -63,4 +65,20 @@ options:
       - Minimum evidence for an abort line - at least this many 5xx (error rate) or responses at
         or over O(abort_p95_ms) (latency) in the step's window.
     type: int
-    default: 5"""
+    default: 5
+  watch_seconds:
+    description:
+      - After the last step, keep the gates running this long (0 - no watch, at most 86400) while
+        O(from_color) still runs. At every poll the last O(watch_window_seconds) of the log are judged on
+        the abort lines (and the health probes); at the end the whole watch is judged on the pass lines
+        (fewer than O(min_requests) requests pass). A breach puts all traffic back on O(from_color) and
+        fails the task (RV(failed_phase) C(watch)) - an automatic rollback.
+    type: float
+    default: 0
+  watch_window_seconds:
+    description:
+      - The rolling window the watch judges at each poll, in seconds (at least O(poll_seconds)). A release
+        that breaks after 100 % is caught within about this window, its errors not diluted by a long
+        good start.
+    type: float
+    default: 30"""

@@ -185,6 +185,47 @@ def evaluate(stats, gates, final=False, wait_over=False, health=None):
     return {"verdict": PASS, "breaches": [], "reasons": []}
 
 
+def evaluate_watch(recent, gates, health=None, whole=None):
+    """Decide one poll of the watch after the last step (all traffic on the new colour, the previous
+    colour still running).
+
+    recent -- the new colour's numbers over the rolling window (the last ``watch_window_seconds``):
+              the abort lines apply to it at every poll, so a release that breaks late is caught
+              within about a window, not diluted by a long good start.
+    whole  -- None during the watch; at its end, the numbers of the whole watch: judged on the
+              pass lines like the end of a dwell. Thin traffic is no reason to go back from a
+              release that already carries everything: fewer than ``min_requests`` requests pass
+              (with the reason said), where a step would wait.
+
+    Returns the same shape as ``evaluate``: verdict ``abort``, ``watch``, ``fail`` or ``pass``.
+    """
+    decision = evaluate(recent, gates, final=False, health=health)
+    if decision["verdict"] == ABORT or whole is None:
+        return decision
+    requests = int(whole.get("requests") or 0)
+    if requests < gates["min_requests"] or not int(whole.get("latency_samples") or 0):
+        return {"verdict": PASS, "breaches": [],
+                "reasons": ["%d requests in the watch, fewer than min_requests %d: nothing crossed an "
+                            "abort line" % (requests, gates["min_requests"])]}
+    return evaluate(whole, gates, final=True, wait_over=True)
+
+
+def rolling_start(marks, now, window, first):
+    """The log position a rolling window of ``window`` seconds starts at.
+
+    marks -- (time, position) of every read so far, oldest first (time on the caller's monotonic
+             clock, position as traffic_window returns it after that read).
+    first -- the position the watch started at (used until a mark is old enough).
+    Returns the position of the newest mark at or before ``now - window``."""
+    start = first
+    for when, position in marks:
+        if when <= now - window:
+            start = position
+        else:
+            break
+    return start
+
+
 def _fmt(metric, value):
     if value is None:
         return "n/a"

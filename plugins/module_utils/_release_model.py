@@ -127,7 +127,8 @@ def record_path(app, directory=RECORD_DIR):
 # documents it (a unit test compares the defaults), and deploy.yml passes only what the operator set.
 GATE_SPEC = {
     "steps": {"type": "list", "elements": "int", "default": [5, 25, 50, 100]},
-    "step_seconds": {"type": "float", "default": 60.0},
+    # one dwell for every step, or a list with one per step (check with step_dwells)
+    "step_seconds": {"type": "raw", "default": 60.0},
     "poll_seconds": {"type": "float", "default": 2.0},
     "max_wait_seconds": {"type": "float", "default": 300.0},
     "min_requests": {"type": "int", "default": 50},
@@ -136,7 +137,13 @@ GATE_SPEC = {
     "abort_error_rate": {"type": "float", "default": 0.05},
     "abort_p95_ms": {"type": "float", "default": 1000.0},
     "abort_min_failures": {"type": "int", "default": 5},
+    # the watch after the last step (0: none), judged on a rolling window of its last seconds
+    "watch_seconds": {"type": "float", "default": 0.0},
+    "watch_window_seconds": {"type": "float", "default": 30.0},
 }
+# The longest dwell of one step and the longest watch (a bounded task: an hour each at most).
+MAX_STEP_SECONDS = 3600.0
+MAX_WATCH_SECONDS = 86400.0
 # The gates that judge a step's numbers (the rest shape the steps and their timing).
 JUDGING_GATES = ("max_error_rate", "max_p95_ms", "abort_error_rate", "abort_p95_ms", "min_requests",
                  "abort_min_failures")
@@ -151,6 +158,34 @@ def gate_defaults(names=None):
 def gate_argument_spec():
     """The gates as AnsibleModule/validate_argument_spec options (fresh copies)."""
     return dict((name, dict((k, _copy(v)) for k, v in spec.items())) for name, spec in GATE_SPEC.items())
+
+
+def step_dwells(step_seconds, steps):
+    """The dwell of each step, in seconds: ``step_seconds`` is one number for every step or a list
+    with one number per step (the runbooks' pacing: a short first look, longer ones later).
+    Raises ReleaseModelError naming what is wrong."""
+    count = len(steps or [])
+    if isinstance(step_seconds, (list, tuple)):
+        if len(step_seconds) != count:
+            raise ReleaseModelError("step_seconds has %d values for %d steps %r: give one number, or one "
+                                    "per step" % (len(step_seconds), count, list(steps or [])))
+        values = list(step_seconds)
+    else:
+        values = [step_seconds] * count
+    out = []
+    for value in values:
+        try:
+            if isinstance(value, bool):
+                raise ValueError()
+            seconds = float(value)
+        except (TypeError, ValueError):
+            raise ReleaseModelError("step_seconds must be a number of seconds or a list of them, got %r"
+                                    % (step_seconds,))
+        if not 0 < seconds <= MAX_STEP_SECONDS:
+            raise ReleaseModelError("every step's dwell must be > 0 and <= %g seconds, got %r"
+                                    % (MAX_STEP_SECONDS, value))
+        out.append(seconds)
+    return out
 
 
 def _copy(value):

@@ -6,28 +6,31 @@ Pure logic on a plain dict (the JSON file the ``release_record`` module keeps on
 
     {"schema": 1, "app": "demo", "releases": [entry, ...]}   # oldest first
 
-An entry is one deploy or rollback attempt:
+An entry is one deploy, rollback or retire attempt:
 
-    id, action ("deploy" | "rollback"), version, image, color, previous_color, outcome
+    id, action ("deploy" | "rollback" | "retire"), version, image, color, previous_color, outcome
     ("in_progress" | "succeeded" | "failed"), started_at, finished_at, user, reason, timeline,
     restores (rollback only: the id of the deploy it put back).
 
 What is live is worked out by replaying the succeeded entries as a stack: a deploy pushes itself, a
 rollback pops the top. The top is the live release, the one under it is where the next rollback goes,
 so a second rollback goes one release further back, and a deploy after a rollback never makes the
-rolled-back release a rollback target again.
+rolled-back release a rollback target again. A retire entry (retire.yml: the previous colour scaled to 0
+after it has been idle long enough) changes nothing on that stack: the release under the live one stays the
+rollback target, its colour is only scaled up again first.
 """
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
 import json
+from datetime import datetime, timezone
 
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_lease as lease_mod
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_model as model
 
 SCHEMA = 1
-ACTIONS = ("deploy", "rollback")
+ACTIONS = ("deploy", "rollback", "retire")
 OUTCOMES = ("in_progress", "succeeded", "failed")
 COLORS = model.COLOURS
 REASON_WIDTH = 100
@@ -87,7 +90,7 @@ def live_stack(record):
             continue
         if entry["action"] == "deploy":
             stack.append(entry["id"])
-        elif stack:
+        elif entry["action"] == "rollback" and stack:
             stack.pop()
     return stack
 
@@ -179,6 +182,65 @@ def begin(record, action, fields, now, stale_after, force=False, expect_live=Non
     })
     record["releases"].append(entry)
     return entry
+
+
+def finished_epoch(entry):
+    """When an entry was closed, in seconds since the epoch (None while open or when unknown). Entries
+    written before finished_epoch was kept have only finished_at (ISO 8601, UTC)."""
+    if entry.get("finished_epoch") is not None:
+        return float(entry["finished_epoch"])
+    text = entry.get("finished_at")
+    if not text:
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
+def retire_plan(record, now, keep_seconds):
+    """Whether retire.yml should scale the previous colour down now. Returns a dict: retire (bool), color
+    and version (the previous colour and what it holds), idle_seconds (since traffic left it: when the live
+    release finished), live (the live entry's id) and message (for the operator).
+
+    Never the live colour; never while any entry is open (a deploy or rollback runs, or an interrupted one
+    waits for rollback.yml); never twice for the same live release; only after ``keep_seconds`` idle."""
+    live = live_release(record)
+    out = {"retire": False, "color": None, "version": None, "idle_seconds": None,
+           "live": live["id"] if live else None}
+    running = open_entry(record)
+    if running:
+        out["message"] = ("entry %s (%s of %s) is in progress: nothing is retired while a release runs"
+                          % (running["id"], running["action"], running.get("version")))
+        return out
+    if not live:
+        out["message"] = "no release is live: nothing to retire"
+        return out
+    previous = rollback_target(record)
+    colour = model.other(live["color"])
+    out["color"] = colour
+    out["version"] = previous.get("version") if previous and previous.get("color") == colour else None
+    for entry in record["releases"]:
+        if entry["id"] > live["id"] and entry["action"] == "retire" and entry["outcome"] == "succeeded":
+            out["message"] = ("%s was retired already (entry %s), after %s went live"
+                              % (colour, entry["id"], live.get("version")))
+            return out
+    since = finished_epoch(live)
+    if since is None:
+        out["message"] = "the live release (entry %s) has no finish time: cannot tell how long %s is idle" % (
+            live["id"], colour)
+        return out
+    idle = max(0.0, now - since)
+    out["idle_seconds"] = round(idle, 1)
+    held = ("%s (release %s)" % (colour, out["version"])) if out["version"] else colour
+    if idle < keep_seconds:
+        out["message"] = ("%s is idle for %.1f h, kept for %.1f h: not yet retired"
+                          % (held, idle / 3600.0, keep_seconds / 3600.0))
+        return out
+    out["retire"] = True
+    out["message"] = ("%s is idle for %.1f h (kept for %.1f h): scaled to 0; the instant rollback to it is gone "
+                      "(rollback.yml scales it up again first)" % (held, idle / 3600.0, keep_seconds / 3600.0))
+    return out
 
 
 def _next_id(record):

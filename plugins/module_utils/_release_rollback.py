@@ -51,10 +51,11 @@ def refusal(plan, shares, history_lines, force):
 
 
 def colour_holder(record, colour):
-    """The newest entry that may have changed ``colour``'s service (any action, any outcome; an
-    instant rollback only switched nginx, so it does not count), or None."""
+    """The newest entry that may have changed ``colour``'s service (any outcome; an instant rollback only
+    switched nginx, and a retire only scaled the colour to 0 - its release is still the same - so neither
+    counts), or None."""
     for entry in reversed(record["releases"]):
-        if entry.get("color") == colour and not entry.get("instant"):
+        if entry.get("color") == colour and not entry.get("instant") and entry.get("action") != "retire":
             return entry
     return None
 

@@ -38,6 +38,9 @@ description:
   - The judged numbers are the new colour's pool (by the last C(upstream_addr)); 5xx answered by
     nginx without reaching an upstream during the step are charged to the new colour too (see
     O(count_unattributed_5xx)). Latency is C(upstream_response_time) of the answering server.
+  - B(Watch) - with O(watch_seconds), the cutover does not end at 100 % - it keeps judging the new
+    colour (see O(watch_seconds)) while O(from_color) still runs, and a breach puts all traffic back
+    on O(from_color).
   - Shows one line per step as it happens (step, share, requests, error rate, p95, verdict) and
     returns the whole RV(timeline). Before the first step it checks that the log is readable and
     that the health URLs answer, so a dead new colour gets no traffic at all.
@@ -117,10 +120,16 @@ options:
         about this long (plus the watchdog's interval) after the controller was lost.
     type: float
     default: 10
+  validate_only:
+    description:
+      - Only check the options (steps, dwells, gates, watch) and return RV(plan); nothing is read
+        on the load balancer and no traffic moves. C(deploy.yml) does this before it changes anything.
+    type: bool
+    default: false
 notes:
   - Check mode prints and returns the plan (RV(plan)) and moves no traffic.
-  - The task's duration is bounded - at most about len(steps) x (O(step_seconds) +
-    O(max_wait_seconds)) plus the time of the module runs.
+  - The task's duration is bounded - at most about the sum of the dwells, len(steps) x
+    O(max_wait_seconds) and O(watch_seconds), plus the time of the module runs.
 extends_documentation_fragment:
   - greenflow.platform.health_probe
   - greenflow.platform.gates
@@ -159,6 +168,16 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     var: cutover.timeline
 
+- name: The runbooks' pacing - longer dwells as the share grows, then 10 minutes of watch at 100 %
+  greenflow.platform.release_cutover:
+    app: demo
+    from_color: blue
+    to_color: green
+    step_seconds: [300, 600, 900, 900]
+    watch_seconds: 600
+    watch_window_seconds: 60
+    log_path: /var/log/nginx/greenflow-access.json
+
 - name: Strict gates for a busy app, pools given explicitly
   greenflow.platform.release_cutover:
     app: shop
@@ -180,8 +199,9 @@ EXAMPLES = r"""
 RETURN = r"""
 timeline:
   description:
-    - What happened, in order - a C(preflight) entry, one C(step) entry per step tried, and a
-      C(revert) entry when traffic was sent back.
+    - What happened, in order - a C(preflight) entry, one C(step) entry per step tried, a C(watch)
+      entry when O(watch_seconds) is set and every step passed, and a C(revert) entry when traffic was
+      sent back (its C(after) is C(step) or C(watch)).
     - A step entry holds step, steps, share, shares, started / ended (ISO 8601 UTC) and their
       epochs, seconds, verdict (pass, fail, abort, error), reasons, breaches, the judged numbers
       (requests, errors_5xx, error_rate, p50_ms, p95_ms, p99_ms, unattributed_5xx), per-pool
@@ -198,7 +218,7 @@ timeline:
        "error_rate": 0.0, "p95_ms": 41.0}
 plan:
   description: In check mode, the steps that would run (step, share, shares, dwell_seconds, max_seconds).
-  returned: check mode
+  returned: check mode or O(validate_only)
   type: list
   elements: dict
 shares:
@@ -211,9 +231,19 @@ reverted:
   returned: always (not in check mode)
   type: bool
 failed_step:
-  description: Number of the step that failed.
+  description: Number of the step that failed (the number of steps + 1 for the watch).
   returned: failure
   type: int
+failed_phase:
+  description: C(step) when a step failed, C(watch) when the watch after the last step put traffic back.
+  returned: failure after traffic moved
+  type: str
+watch:
+  description: The watch's verdict, seconds, and the numbers it was judged on.
+  returned: when O(watch_seconds) is set and every step passed
+  type: dict
+  sample: {"verdict": "pass", "seconds": 120.4, "requests": 30112, "error_rate": 0.0, "p95_ms": 12.0,
+           "reasons": []}
 breaches:
   description: What broke the gate - metric, value, op, threshold (and counts).
   returned: failure

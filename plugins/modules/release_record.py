@@ -11,7 +11,7 @@ module: release_record
 short_description: Keep the release record of an app - what is live, where a rollback goes, the history
 version_added: 0.1.0
 description:
-  - Keeps one JSON file per app on the load balancer host with every deploy and rollback attempt
+  - Keeps one JSON file per app on the load balancer host with every deploy, rollback and retire attempt
     (version, image, colour, who, when, outcome, the cutover timeline).
   - Works out which release is live and which one a rollback puts back by replaying the successful
     entries as a stack (a deploy pushes, a rollback pops), so a second rollback goes one release further
@@ -39,10 +39,20 @@ options:
     description: The record file. Defaults to C(/var/lib/greenflow/releases/<app>.json).
     type: path
   kind:
-    description: With O(action=begin), what the entry is.
+    description:
+      - With O(action=begin), what the entry is.
+      - C(retire) (retire.yml) decides under the record's lock whether the previous colour is to be scaled
+        down - nothing in progress, idle (since the live release finished) for at least
+        O(keep_previous_hours), not retired yet - and only then appends the entry (the lock while it is
+        scaled down; O(color) and O(version) are taken from the record). RV(retire) says what was decided
+        and why; with nothing to retire nothing is written and RV(entry) is empty. A retire entry leaves
+        the rollback target as it was.
     type: str
-    choices: [deploy, rollback]
+    choices: [deploy, rollback, retire]
     default: deploy
+  keep_previous_hours:
+    description: With O(kind=retire), how long the previous colour is kept running after it went idle.
+    type: float
   version:
     description: With O(action=begin), the release version.
     type: str
@@ -242,6 +252,14 @@ plan:
            "rollback": {"restore_live": false, "possible": true, "target": {"id": 1, "color": "green"},
                         "from_color": "blue", "needs_force": false, "closes": 0},
            "message": "2 on blue is live with all traffic; a deploy goes to green. A rollback goes to 1 on green."}
+retire:
+  description:
+    - With O(kind=retire), the decision - C(retire) (bool), C(color) and C(version) (the previous colour
+      and the release it holds), C(idle_seconds), C(live) (the live entry's id) and C(message).
+  returned: with O(kind=retire)
+  type: dict
+  sample: {"retire": false, "color": "blue", "version": "4", "idle_seconds": 3600.0, "live": 12,
+           "message": "blue (release 4) is idle for 1.0 h, kept for 72.0 h: not yet retired"}
 path:
   description: The record file.
   returned: always
@@ -313,6 +331,8 @@ def _change(module, record, now):
         planned = None
         if p["kind"] == "deploy" and p["nginx_shares"] is not None:
             planned = _planned_deploy(module, record, now)
+        if p["kind"] == "retire":
+            return _begin_retire(module, record, now), None
         missing = [name for name in ("version", "color") if not p[name]]
         if missing:
             module.fail_json(msg="action=begin needs %s" % " and ".join(missing))
@@ -325,12 +345,30 @@ def _change(module, record, now):
         return _lease(module, record, now), None
     if p["id"] is None or not p["outcome"]:
         module.fail_json(msg="action=finish needs id and outcome")
-    fields = {"finished_at": _now_iso(now), "reason": p["reason"]}
+    fields = {"finished_at": _now_iso(now), "finished_epoch": round(now, 3), "reason": p["reason"]}
     if p["timeline"] is not None:
         # the per-poll details of a cutover step are for the run's output, not for the record
         fields["timeline"] = [dict((k, v) for k, v in event.items() if k not in ("polls", "position", "end_position"))
                               for event in p["timeline"]]
     return rr.finish(record, p["id"], p["outcome"], fields), None
+
+
+def _begin_retire(module, record, now):
+    """begin of a retire: decided under the record's lock (nothing in progress, idle long enough); the
+    entry is the lock while retire.yml scales the colour down. None (and nothing written) when there is
+    nothing to retire."""
+    p = module.params
+    if p["keep_previous_hours"] is None or p["keep_previous_hours"] < 0:
+        module.fail_json(msg="kind=retire needs keep_previous_hours >= 0, got %r" % (p["keep_previous_hours"],))
+    decision = rr.retire_plan(record, now, p["keep_previous_hours"] * 3600.0)
+    module.retire = decision
+    if not decision["retire"]:
+        return None
+    previous = rr.rollback_target(record) or {}
+    fields = {"version": decision["version"] or "-", "color": decision["color"], "user": p["user"],
+              "image": previous.get("image") if previous.get("color") == decision["color"] else None,
+              "started_at": _now_iso(now), "idle_seconds": decision["idle_seconds"]}
+    return rr.begin(record, "retire", fields, now, p["stale_after"])
 
 
 def _lease(module, record, now):
@@ -356,7 +394,8 @@ def main():
             app=dict(type="str", required=True),
             action=dict(type="str", choices=["read", "begin", "finish", "lease", "renew", "release"], default="read"),
             path=dict(type="path"),
-            kind=dict(type="str", choices=["deploy", "rollback"], default="deploy"),
+            kind=dict(type="str", choices=["deploy", "rollback", "retire"], default="deploy"),
+            keep_previous_hours=dict(type="float"),
             version=dict(type="str"),
             image=dict(type="str"),
             color=dict(type="str", choices=["blue", "green"]),
@@ -399,17 +438,21 @@ def main():
             module.fail_json(msg="cannot read the release record %s: %s" % (path, exc))
         module.exit_json(changed=False, path=path, **_summary(record, now, p))
 
+    module.retire = None
     try:
         # check mode reads without the lock and writes nothing
         with RecordUpdate(path, p["app"], keep=p["keep"], dry_run=module.check_mode) as update:
             record = update.record
             entry, planned = _change(module, record, now)
+            if entry is None:  # a retire with nothing to retire: leave the file as it is
+                update.dry_run = True
     except lease_mod.LeaseError as exc:
         module.fail_json(msg="release record %s: %s" % (path, exc), lease_lost=True)
     except (rr.ReleaseRecordError, AtomicFileError, OSError) as exc:
         module.fail_json(msg="release record %s: %s" % (path, exc))
-    module.exit_json(changed=True, path=path, entry=_without_env(entry),
-                     **_summary(record, now, p, planned))
+    extra = {"retire": module.retire} if module.retire is not None else {}
+    module.exit_json(changed=entry is not None, path=path, entry=_without_env(entry) or {},
+                     **dict(_summary(record, now, p, planned), **extra))
 
 
 if __name__ == "__main__":

@@ -111,3 +111,22 @@ def test_secret_file_knob_gives_a_digest_never_the_secret(demo_app, tmp_path):
 def test_without_a_secret_file_there_is_no_digest(demo_app):
     _, port = demo_app()
     assert _get(port, "/secret-digest")[0] == 404
+
+
+def test_broken_paths_knob_breaks_only_those_paths(demo_app):
+    _, port = demo_app(DEMO_BROKEN_PATHS="/version, /orders")
+    assert _get(port, "/version")[0] == 500
+    assert _get(port, "/orders?x=1")[0] == 500
+    assert _get(port, "/")[0] == 200
+    assert _get(port, "/health") == (200, "ok\n")
+
+
+def test_errors_while_file_knob_breaks_a_running_release_on_demand(demo_app, tmp_path):
+    switch = tmp_path / "break"
+    _, port = demo_app(DEMO_ERROR_RATE="1", DEMO_ERRORS_WHILE_FILE=str(switch))
+    assert [_get(port, "/version")[0] for _ in range(10)] == [200] * 10
+    switch.touch()
+    assert [_get(port, "/version")[0] for _ in range(10)] == [500] * 10
+    assert _get(port, "/health")[0] == 200
+    switch.unlink()
+    assert _get(port, "/version")[0] == 200

@@ -323,6 +323,90 @@ def test_slow_new_pool_aborts_on_p95_pools_read_from_nginx(nginx_lab, tmp_path):
     assert current_shares(lab) == {"blue": 100, "green": 0}
 
 
+def test_dwell_per_step_and_a_good_watch(nginx_lab, tmp_path):
+    lab = nginx_lab
+    load = nginx_fixture.Load(lab.url, threads=2, max_requests=20000, max_seconds=120,
+                              pause=0.005).start()
+    try:
+        result, stdout = run_cutover(tmp_path, base_args(
+            lab, steps=[50, 100], step_seconds=[2, 5], poll_seconds=1, min_requests=10,
+            max_wait_seconds=10, watch_seconds=4, watch_window_seconds=2,
+            health_urls=[b.url + "/health" for b in lab.backends["green"]]))
+    finally:
+        traffic = load.stop()
+    assert not result.get("failed"), result.get("msg")
+    steps = steps_of(result)
+    assert [s["dwell_seconds"] for s in steps] == [2.0, 5.0]
+    assert 2 <= steps[0]["seconds"] < 5 <= steps[1]["seconds"], steps
+    watch = [e for e in result["timeline"] if e["event"] == "watch"]
+    assert len(watch) == 1 and watch[0]["verdict"] == "pass" and watch[0]["seconds"] >= 4
+    assert result["watch"]["verdict"] == "pass" and result["watch"]["requests"] > 0
+    assert watch[0]["judged"] == "whole watch"
+    assert "dwell 2s/5s, then a 4s watch" in stdout and "watch: green 100%" in stdout
+    assert current_shares(lab) == {"blue": 0, "green": 100}
+    assert traffic.failed == 0, traffic.summary()
+
+
+def test_the_watch_puts_traffic_back_when_the_release_breaks_after_100(nginx_lab, tmp_path):
+    """A release that passes every step, then breaks: the watch's rolling window sees it and all traffic
+    goes back to blue, which still runs. Prints the detection time (break -> traffic back)."""
+    lab = nginx_lab
+    broke = {}
+
+    def break_green_at_100():
+        if wait_until(lambda: current_shares(lab).get("green", 0) == 100, timeout=90):
+            time.sleep(3)
+            for b in lab.backends["green"]:
+                b.set_faults(error_rate=0.3)
+            broke["at"] = time.time()
+
+    breaker = threading.Thread(target=break_green_at_100, daemon=True)
+    load = nginx_fixture.Load(lab.url, threads=3, max_requests=30000, max_seconds=150,
+                              pause=0.005).start()
+    breaker.start()
+    try:
+        result, stdout = run_cutover(tmp_path, base_args(
+            lab, steps=[50, 100], step_seconds=2, poll_seconds=1, min_requests=10,
+            max_wait_seconds=10, watch_seconds=60, watch_window_seconds=5))
+    finally:
+        traffic = load.stop()
+        breaker.join(100)
+    assert "at" in broke, "green never reached 100 %"
+    assert result.get("failed") and result["reverted"] is True, result.get("msg")
+    assert result["failed_phase"] == "watch"
+    assert all(s["verdict"] == "pass" for s in steps_of(result))
+    watch = [e for e in result["timeline"] if e["event"] == "watch"][0]
+    assert watch["verdict"] == "abort" and watch["judged"] == "last 5s"
+    assert any(b["metric"] == "error_rate" for b in result["breaches"])
+    revert = result["timeline"][-1]
+    assert revert["event"] == "revert" and revert["ok"] and revert["after"] == "watch"
+    assert "the watch after the last step" in result["msg"] and "back on blue" in result["msg"]
+    assert current_shares(lab) == {"blue": 100, "green": 0}
+    detection = revert["time_epoch"] - broke["at"]
+    print("\n[watch] release broken at 100 %%: traffic back on blue %.1f s after the break "
+          "(window 5 s, poll 1 s); %d requests in the run, %d failed" % (detection, traffic.requests, traffic.failed))
+    assert 0 < detection < 30
+    # the watch was cut short by the abort, long before its 60 s
+    assert watch["seconds"] < 50
+    after = nginx_fixture.fire(lab.url, 60, threads=2, max_seconds=60)
+    assert after.by_pool == {"blue": 60} and after.failed == 0, after.summary()
+
+
+def test_validate_only_reads_nothing_and_refuses_a_bad_dwell_list(nginx_lab, tmp_path):
+    lab = nginx_lab
+    reloads = lab.reload_count()
+    args = {"app": "demo", "from_color": "blue", "to_color": "green", "validate_only": True,
+            "log_path": "/nonexistent/access.json", "steps": [5, 50, 100], "step_seconds": [10, 20, 30],
+            "watch_seconds": 120}
+    result, _ = run_cutover(tmp_path, args, name="validate-ok")
+    assert not result.get("failed"), result.get("msg")
+    assert [p["dwell_seconds"] for p in result["plan"]] == [10.0, 20.0, 30.0]
+    result, _ = run_cutover(tmp_path, dict(args, step_seconds=[10, 20]), name="validate-bad")
+    assert result.get("failed") and "step_seconds has 2 values for 3 steps" in result["msg"]
+    assert lab.reload_count() == reloads
+    assert current_shares(lab) == {"blue": 100, "green": 0}
+
+
 def test_killed_controller_moves_no_more_traffic(nginx_lab, tmp_path):
     """ansible-playbook's workers run in sessions of their own: a SIGKILL of the controller's process
     group leaves the worker running the cutover. It must stop at its next poll, where traffic is."""

@@ -457,3 +457,159 @@ def test_keepalive_clients_lose_nothing_through_a_release_and_a_rollback(release
     assert "Non-2xx or 3xx responses" not in out, out
     assert "switched at once" in " ".join(back.stdout.split())
     assert versions_now(lab) == {"5": 20}
+
+
+def live_colour(lab):
+    shares = nginx_shares(lab)
+    assert list(shares.values()) == [100], shares
+    return list(shares)[0]
+
+
+def test_a_failing_smoke_check_stops_the_release_before_any_traffic(release_lab):
+    lab = release_lab
+    before, live = versions_now(lab), live_colour(lab)
+    idle = "green" if live == "blue" else "blue"
+    hooks = len(lab.webhook.events)
+    # the release's /version is broken, its /health is fine: only the smoke check sees it
+    checks = [{"name": "home", "path": "/", "body_regex": '"app": "demo"'},
+              {"path": "/version", "body_regex": r"^\d+\s*$"}]
+    proc, load, summary = run_under_load(
+        lab, "playbooks/deploy.yml", "-e", "release_version=6", "-e", "release_image=greenflow/demo-app:2",
+        "-e", json.dumps({"release_env": {"DEMO_VERSION": "6", "DEMO_BROKEN_PATHS": "/version"},
+                          "release_smoke_checks": checks}), *FAST, *lab.hook, check=False)
+    flat = " ".join(proc.stdout.split())
+    assert proc.returncode != 0
+    assert "TASK [Shift traffic in gated steps]" not in proc.stdout
+    failed = re.findall(r"GET /version on ([0-9.]+:\d+): HTTP 500, expected 200", flat)
+    assert len(set(failed)) == 2, flat[-3000:]           # both servers of the new colour named
+    assert "home on" not in flat                          # the check that passed is not blamed
+    assert summary["failed"] == 0 and set(summary["versions"]) == set(before), summary
+    entry = last_entry(lab)
+    assert (entry["version"], entry["color"], entry["outcome"]) == ("6", idle, "failed")
+    assert "smoke checks failed" in entry["reason"] and not entry.get("timeline")
+    assert nginx_shares(lab) == {live: 100}
+    assert replicas(lab, idle) == 0
+    assert [e for e, _ in lab.webhook.since(hooks)] == ["start", "failure"]
+    # and bad checks are refused before anything changes (no entry, nothing started)
+    entries = len(record(lab)["releases"])
+    bad = lab.playbook("playbooks/deploy.yml", "-e", "release_version=6",
+                       "-e", json.dumps({"release_smoke_checks": [{"path": "version"}]}), check=False)
+    assert bad.returncode != 0 and "path must start with /" in bad.stdout
+    assert len(record(lab)["releases"]) == entries
+
+
+def test_a_release_that_needs_approval_moves_nothing_without_it(release_lab):
+    lab = release_lab
+    before, live = versions_now(lab), live_colour(lab)
+    idle = "green" if live == "blue" else "blue"
+    # no terminal here: the prompt does not wait, and no answer is no approval
+    proc, load, summary = run_under_load(
+        lab, "playbooks/deploy.yml", "-e", "release_version=8", "-e", "release_image=greenflow/demo-app:2",
+        "-e", json.dumps({"release_env": {"DEMO_VERSION": "8"}}), "-e", "release_require_approval=true",
+        *QUICK, check=False)
+    flat = " ".join(proc.stdout.split())
+    assert proc.returncode != 0
+    assert "Not approved (release_require_approval is on" in flat and "no traffic was moved" in flat, flat[-3000:]
+    assert "TASK [Shift traffic in gated steps]" not in proc.stdout
+    assert summary["failed"] == 0 and set(summary["versions"]) == set(before), summary
+    entry = last_entry(lab)
+    assert (entry["version"], entry["color"], entry["outcome"]) == ("8", idle, "failed")
+    assert "Not approved" in entry["reason"]
+    # the lock is released: nothing in progress, and the next release (approved) goes ahead (next test)
+    assert not [e for e in record(lab)["releases"] if e["outcome"] == "in_progress"]
+    assert nginx_shares(lab) == {live: 100} and replicas(lab, idle) == 0
+
+
+def _task_containers(lab, service):
+    """(node, container id) of the running tasks of a swarm service, from the nodes' own engines."""
+    out = []
+    for node in ("swarm-manager-1", "swarm-worker-1", "swarm-worker-2"):
+        ids = lab.exec(node, "docker", "ps", "-q", "--filter", "label=com.docker.swarm.service.name=%s" % service)
+        out.extend((node, cid) for cid in ids.split())
+    return out
+
+
+def test_the_watch_after_100_rolls_back_a_release_that_breaks_late(release_lab):
+    lab = release_lab
+    before, live = versions_now(lab), live_colour(lab)
+    idle = "green" if live == "blue" else "blue"
+    hooks = len(lab.webhook.events)
+    env = {"DEMO_VERSION": "7", "DEMO_ERROR_RATE": "0.3", "DEMO_ERRORS_WHILE_FILE": "/tmp/break-now"}
+    with LoadGen(lab.url("/version"), rate=RATE, threads=THREADS, max_requests=RATE * 300, max_seconds=300) as load:
+        deploy = lab.playbook_background(
+            "playbooks/deploy.yml", "-e", "release_version=7", "-e", "release_image=greenflow/demo-app:2",
+            "-e", json.dumps({"release_env": env, "cutover_steps": [50, 100], "cutover_step_seconds": [3, 3],
+                              "cutover_watch_seconds": 120, "cutover_watch_window_seconds": 10}),
+            # a lease longer than a busy machine's module runs (this test is about the watch, not the watchdog)
+            "-e", "cutover_min_requests=20", "-e", "cutover_lease_ttl=60",
+            "-e", "release_require_approval=true", "-e", "release_approved=true",
+            *lab.hook)
+        lines = []
+        reader = threading.Thread(target=lambda: lines.extend(deploy.stdout), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 300
+        # the watch has begun (every step passed, 100 % on the new colour): the cutover says so
+        while not any("  watch: %s at 100%%" % idle in line for line in lines):
+            assert deploy.poll() is None, "the deploy ended before its watch:\n%s" % (
+                "".join(lines)[-3000:])
+            assert time.monotonic() < deadline, "the deploy never reached its watch:\n%s" % "".join(lines)[-3000:]
+            time.sleep(0.3)
+        assert nginx_shares(lab) == {idle: 100}
+        time.sleep(3)  # live at 100 % for a moment, then it breaks
+        tasks = _task_containers(lab, "%s-%s" % (APP, idle))
+        assert len(tasks) == 2, tasks
+        for node, cid in tasks:
+            lab.exec(node, "docker", "exec", cid, "touch", "/tmp/break-now")
+        broke_at = time.time()
+        deploy.wait(timeout=300)
+        reader.join(30)
+        out = "".join(lines)
+        time.sleep(1)
+    summary = load.summary()
+    assert deploy.returncode != 0, out[-3000:]
+    entry = last_entry(lab)
+    revert = [e for e in entry["timeline"] if e.get("event") == "revert"]
+    watch = [e for e in entry["timeline"] if e.get("event") == "watch"]
+    detection = revert[0]["time_epoch"] - broke_at
+    print("\n[watch] a release broken 3 s after 100 %%: traffic back on %s %.1f s after the break (window 10 s, "
+          "poll 2 s); load: %s" % (live, detection, json.dumps(summary)))
+    assert [s["verdict"] for s in entry["timeline"] if s.get("event") == "step"] == ["pass", "pass"]
+    assert watch and watch[0]["verdict"] == "abort" and revert[0]["ok"] and revert[0]["after"] == "watch"
+    assert (entry["version"], entry["outcome"]) == ("7", "failed")
+    assert entry["reason"].startswith("automatic rollback after 100 %"), entry["reason"]
+    assert "during the watch after 100 %: an automatic rollback" in " ".join(out.split())
+    assert nginx_shares(lab) == {live: 100}
+    assert versions_now(lab) == before
+    # the clients saw the broken release's 500s only between the break and the switch back
+    assert set(s.status for s in load.failures()) <= {500}, summary
+    events = lab.webhook.events[hooks:]
+    assert [e.get("event") for e in events] == ["start", "failure"]
+    assert "automatic rollback" in json.dumps(events[-1])
+
+
+def test_retire_scales_the_previous_colour_down_only_when_it_is_old_enough(release_lab):
+    lab = release_lab
+    # a good release first, so that the previous colour runs the release before it (instant rollback)
+    with LoadGen(lab.url("/version"), rate=60, threads=4, max_requests=60 * 300, max_seconds=300) as load:
+        lab.playbook("playbooks/deploy.yml", "-e", "release_version=9", "-e", "release_image=greenflow/demo-app:2",
+                     "-e", json.dumps({"release_env": {"DEMO_VERSION": "9"}}), *QUICK)
+        live = live_colour(lab)
+        previous = "green" if live == "blue" else "blue"
+        assert replicas(lab, previous) == 2
+        entries = len(record(lab)["releases"])
+        kept = lab.playbook("playbooks/retire.yml")               # default: kept 72 h
+        assert "not yet retired" in kept.stdout and replicas(lab, previous) == 2
+        assert len(record(lab)["releases"]) == entries
+        retired = lab.playbook("playbooks/retire.yml", "-e", "release_keep_previous_hours=0")
+        again = lab.playbook("playbooks/retire.yml", "-e", "release_keep_previous_hours=0")
+        time.sleep(1)
+    summary = load.summary()
+    print("\n[retire] kept %.1f s, retired %.1f s; load: %s" % (kept.seconds, retired.seconds, json.dumps(summary)))
+    assert summary["failed"] == 0, summary
+    assert replicas(lab, previous) == 0 and replicas(lab, live) == 2
+    assert nginx_shares(lab) == {live: 100} and versions_now(lab) == {"9": 20}
+    entry = last_entry(lab)
+    assert (entry["action"], entry["color"], entry["outcome"]) == ("retire", previous, "succeeded")
+    assert "the instant rollback to it is gone" in entry["reason"]
+    assert "was retired already" in again.stdout and len(record(lab)["releases"]) == entries + 1
+    assert record(lab)["releases"][-2]["version"] == "9"  # the live release is still the deploy of 9

@@ -6,6 +6,10 @@ Fault knobs, read from the environment at start, so a test can make a bad releas
 
 - ``DEMO_ERROR_RATE``: fraction of requests (not ``/health``) answered 500, e.g. ``0.3``;
 - ``DEMO_LATENCY_MS``: delay added to every request (not ``/health``);
+- ``DEMO_ERRORS_WHILE_FILE``: a path in the container; when set, ``DEMO_ERROR_RATE`` applies only while that
+  file exists (``docker exec <task> touch <path>`` breaks a release that is already live, e.g. at 100 %);
+- ``DEMO_BROKEN_PATHS``: comma-separated paths answered 500 every time (a release with one broken page
+  that its health check does not see);
 - ``DEMO_HEALTHY``: ``false`` makes ``/health`` answer 503;
 - ``DEMO_SECRET_FILE``: a file the app needs (a swarm secret, mounted at ``/run/secrets/<name>``):
   ``/health`` answers 503 while it cannot be read, and ``/secret-digest`` answers its SHA-256 (never the
@@ -38,6 +42,8 @@ PORT = int(os.environ.get("DEMO_PORT", "8000"))
 ERROR_RATE = _env_float("DEMO_ERROR_RATE", 0)
 LATENCY_S = _env_float("DEMO_LATENCY_MS", 0) / 1000.0
 HEALTHY = os.environ.get("DEMO_HEALTHY", "true").lower() not in ("false", "0", "no")
+ERRORS_WHILE_FILE = os.environ.get("DEMO_ERRORS_WHILE_FILE", "")
+BROKEN_PATHS = frozenset(p.strip() for p in os.environ.get("DEMO_BROKEN_PATHS", "").split(",") if p.strip())
 HOST = socket.gethostname()
 SECRET_FILE = os.environ.get("DEMO_SECRET_FILE", "")
 
@@ -77,7 +83,11 @@ class DemoHandler(BaseHTTPRequestHandler):
             return
         if LATENCY_S:
             time.sleep(LATENCY_S)
-        if ERROR_RATE and random.random() < ERROR_RATE:
+        if path in BROKEN_PATHS:
+            self._send(500, "broken path (DEMO_BROKEN_PATHS)\n")
+            return
+        if ERROR_RATE and (not ERRORS_WHILE_FILE or os.path.exists(ERRORS_WHILE_FILE)) \
+                and random.random() < ERROR_RATE:
             self._send(500, "injected failure (DEMO_ERROR_RATE)\n")
             return
         if path == "/secret-digest":

@@ -2,8 +2,8 @@
 import pytest
 
 from ansible_collections.greenflow.platform.plugins.module_utils._cutover_gates import (
-    ABORT, FAIL, PASS, WAIT, WATCH, DEFAULT_GATES, GateError, check_gates, evaluate,
-    latency_thresholds,
+    ABORT, FAIL, PASS, WAIT, WATCH, DEFAULT_GATES, GateError, check_gates, evaluate, evaluate_watch,
+    latency_thresholds, rolling_start,
 )
 
 G = check_gates({})
@@ -205,15 +205,17 @@ def opts(**kw):
                 poll_seconds=2.0, max_wait_seconds=300.0, health_timeout=2.0, health_urls=[],
                 pools={"blue": ["127.0.0.1:1"], "green": ["127.0.0.1:2"]},
                 max_error_rate=0.01, max_p95_ms=500.0, abort_error_rate=0.05, abort_p95_ms=1000.0,
-                min_requests=50, abort_min_failures=5)
+                min_requests=50, abort_min_failures=5, watch_seconds=0.0, watch_window_seconds=30.0)
     base.update(kw)
     return base
 
 
 def test_default_options_are_valid():
     assert check_options(opts(app="my-shop"))[1] == [5, 25, 50, 100]
-    gates, steps = check_options(opts())
-    assert steps == [5, 25, 50, 100] and gates["min_requests"] == 50
+    gates, steps, dwells = check_options(opts())
+    assert steps == [5, 25, 50, 100] and gates["min_requests"] == 50 and dwells == [60.0] * 4
+    assert check_options(opts(step_seconds=[30, 60, "90", 120.5]))[2] == [30.0, 60.0, 90.0, 120.5]
+    assert check_options(opts(watch_seconds=600, watch_window_seconds=2))[2] == [60.0] * 4
     assert check_options(opts(steps=[100]))[1] == [100]
     assert check_options(opts(pools=None, poll_seconds=0.5))[1] == [5, 25, 50, 100]
 
@@ -226,7 +228,15 @@ def test_default_options_are_valid():
     ({"steps": [50, 101]}, "between 1 and 100"),
     ({"steps": [5, 50]}, "last step must be 100"),
     ({"to_color": "blue"}, "must differ"),
-    ({"step_seconds": 0}, "step_seconds"),
+    ({"step_seconds": 0}, "step's dwell must be > 0"),
+    ({"step_seconds": [60, 60]}, "step_seconds has 2 values for 4 steps"),
+    ({"step_seconds": [60, 60, 0, 60]}, "step's dwell must be > 0"),
+    ({"step_seconds": [60, 60, "x", 60]}, "step_seconds must be a number"),
+    ({"step_seconds": "soon"}, "step_seconds must be a number"),
+    ({"step_seconds": 3601}, "<= 3600"),
+    ({"watch_seconds": -1}, "watch_seconds"),
+    ({"watch_seconds": 86401}, "watch_seconds"),
+    ({"watch_window_seconds": 1}, "watch_window_seconds must be between poll_seconds"),
     ({"poll_seconds": 2.5}, "poll_seconds"),
     ({"poll_seconds": 0}, "poll_seconds"),
     ({"max_wait_seconds": -1}, "max_wait_seconds"),
@@ -253,3 +263,45 @@ def test_the_action_plugin_takes_its_gate_defaults_from_the_release_model():
     for name, spec in model.GATE_SPEC.items():
         assert ARGUMENT_SPEC[name] == spec
     assert DEFAULT_GATES == dict((k, model.GATE_SPEC[k]["default"]) for k in model.JUDGING_GATES)
+
+
+# -- the watch after the last step ---------------------------------------------------------------
+def test_watch_polls_judge_the_recent_window_on_the_abort_lines_only():
+    # over the pass line (2 %) but under the abort line: the watch goes on during its time
+    assert evaluate_watch(stats(requests=500, errors=10), G)["verdict"] == WATCH
+    # a late break: the recent window alone crosses the abort line with enough evidence
+    decision = evaluate_watch(stats(requests=100, errors=40), G)
+    assert decision["verdict"] == ABORT and decision["breaches"][0]["metric"] == "error_rate"
+    # evidence minimum applies as in the steps
+    assert evaluate_watch(stats(requests=10, errors=4), G)["verdict"] == WATCH
+    # a failed probe aborts
+    bad_probe = [{"url": "http://a/health", "ok": False, "status": 503}]
+    assert evaluate_watch(stats(), G, health=bad_probe)["verdict"] == ABORT
+
+
+def test_the_end_of_the_watch_judges_the_whole_watch_on_the_pass_lines():
+    good = stats(requests=5000, errors=5, p95=100.0)
+    assert evaluate_watch(stats(), G, whole=good)["verdict"] == PASS
+    degraded = stats(requests=5000, errors=100, p95=100.0)   # 2 %: above the pass line
+    decision = evaluate_watch(stats(), G, whole=degraded)
+    assert decision["verdict"] == FAIL and "inconclusive" in decision["reasons"][0]
+    slow = stats(requests=5000, p95=700.0)
+    assert evaluate_watch(stats(), G, whole=slow)["verdict"] == FAIL
+    # an abort in the last window wins over a good whole
+    assert evaluate_watch(stats(requests=100, errors=50), G, whole=good)["verdict"] == ABORT
+
+
+def test_thin_traffic_at_the_end_of_the_watch_passes_and_says_so():
+    decision = evaluate_watch(stats(requests=3), G, whole=stats(requests=12))
+    assert decision["verdict"] == PASS
+    assert "12 requests in the watch" in decision["reasons"][0]
+    assert evaluate_watch(stats(requests=0), G, whole=stats(requests=0, samples=0))["verdict"] == PASS
+
+
+def test_rolling_start_takes_the_newest_mark_before_the_window():
+    marks = [(10.0, "p10"), (12.0, "p12"), (14.0, "p14"), (16.0, "p16")]
+    assert rolling_start([], 100.0, 30.0, "first") == "first"
+    assert rolling_start(marks, 20.0, 30.0, "first") == "first"    # no mark old enough yet
+    assert rolling_start(marks, 42.0, 30.0, "first") == "p12"      # 12 <= 42 - 30 < 14
+    assert rolling_start(marks, 44.0, 30.0, "first") == "p14"      # exactly at the edge counts
+    assert rolling_start(marks, 99.0, 30.0, "first") == "p16"

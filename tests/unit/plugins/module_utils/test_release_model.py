@@ -271,3 +271,26 @@ def test_every_kind_is_covered():
 def test_the_plan_names_the_services_of_both_colours():
     plan = rr.plan(rr.empty_record("my-shop"), {}, NOW, STALE)
     assert plan["services"] == {"blue": "my-shop-blue", "green": "my-shop-green"}
+
+
+def test_step_dwells_one_number_or_one_per_step():
+    assert model.step_dwells(60, [5, 25, 50, 100]) == [60.0] * 4
+    assert model.step_dwells([300, 600, 900, 900], [5, 25, 50, 100]) == [300.0, 600.0, 900.0, 900.0]
+    assert model.step_dwells("2.5", [100]) == [2.5]
+    assert model.step_dwells(60, []) == []
+
+
+@pytest.mark.parametrize("value,steps,msg", [
+    ([60, 60], [5, 25, 50, 100], "2 values for 4 steps"),
+    ([], [100], "0 values for 1 steps"),
+    (0, [100], "> 0"),
+    (-5, [100], "> 0"),
+    (3600.5, [100], "<= 3600"),
+    (True, [100], "must be a number"),
+    ({"a": 1}, [100], "must be a number"),
+    ([60, None], [50, 100], "must be a number"),
+])
+def test_step_dwells_refuses_what_is_not_a_dwell(value, steps, msg):
+    with pytest.raises(model.ReleaseModelError) as err:
+        model.step_dwells(value, steps)
+    assert msg in str(err.value)

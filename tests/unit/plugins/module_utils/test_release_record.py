@@ -154,3 +154,78 @@ def test_begin_is_compare_and_set_on_the_live_entry():
         rr.begin(record, "deploy", fields, 1_800_000_000.0, 7200, expect_live=0)       # planned as a first release
     assert len(record["releases"]) == 1                                   # nothing changed
     assert rr.begin(record, "deploy", fields, 1_800_000_000.0, 7200, expect_live=1)["id"] == 2
+
+
+# -- retire.yml: the previous colour scaled down by age ------------------------------------------------
+HOUR = 3600.0
+
+
+def _deploy_at(record, version, color, finished):
+    entry = rr.begin(record, "deploy", {"version": version, "color": color}, finished - 60, 3600)
+    rr.finish(record, entry["id"], "succeeded", {"finished_epoch": finished})
+    return entry
+
+
+def _retire(record, now, keep=72 * HOUR):
+    decision = rr.retire_plan(record, now, keep)
+    assert decision["retire"], decision
+    entry = rr.begin(record, "retire", {"version": decision["version"], "color": decision["color"]}, now, 3600)
+    rr.finish(record, entry["id"], "succeeded", {"finished_epoch": now})
+    return entry
+
+
+def test_the_previous_colour_is_retired_only_after_it_was_idle_long_enough():
+    record = rr.empty_record("demo")
+    _deploy_at(record, "1", "blue", NOW)
+    _deploy_at(record, "2", "green", NOW + HOUR)
+    young = rr.retire_plan(record, NOW + 10 * HOUR, 72 * HOUR)
+    assert young["retire"] is False and young["color"] == "blue" and young["version"] == "1"
+    assert young["idle_seconds"] == 9 * HOUR
+    assert "blue (release 1) is idle for 9.0 h, kept for 72.0 h: not yet retired" == young["message"]
+    old = rr.retire_plan(record, NOW + 73 * HOUR, 72 * HOUR)
+    assert old["retire"] is True and old["color"] == "blue" and old["live"] == 2
+    assert "the instant rollback to it is gone" in old["message"]
+    # keep 0: at once
+    assert rr.retire_plan(record, NOW + HOUR, 0)["retire"] is True
+
+
+def test_never_the_live_colour_never_twice_never_while_a_release_runs():
+    record = rr.empty_record("demo")
+    assert rr.retire_plan(record, NOW, 0)["message"] == "no release is live: nothing to retire"
+    _deploy_at(record, "1", "blue", NOW)
+    first = rr.retire_plan(record, NOW + 100 * HOUR, 0)
+    assert first["retire"] and first["color"] == "green" and first["version"] is None  # nothing ever ran there
+    _deploy_at(record, "2", "green", NOW + HOUR)
+    _retire(record, NOW + 80 * HOUR)
+    again = rr.retire_plan(record, NOW + 90 * HOUR, 0)
+    assert again["retire"] is False and "was retired already" in again["message"]
+    running = rr.begin(record, "deploy", {"version": "3", "color": "blue"}, NOW + 91 * HOUR, 3600)
+    busy = rr.retire_plan(record, NOW + 200 * HOUR, 0)
+    assert busy["retire"] is False and "in progress" in busy["message"]
+    rr.finish(record, running["id"], "succeeded", {"finished_epoch": NOW + 92 * HOUR})
+    # a new live release (3 on blue): green, now the previous colour, can be retired in its turn
+    later = rr.retire_plan(record, NOW + 200 * HOUR, 72 * HOUR)
+    assert later["retire"] and later["color"] == "green" and later["version"] == "2"
+
+
+def test_a_retire_entry_leaves_the_rollback_target_and_the_lock_rules_as_they_were():
+    record = rr.empty_record("demo")
+    _deploy_at(record, "1", "blue", NOW)
+    _deploy_at(record, "2", "green", NOW + HOUR)
+    _retire(record, NOW + 80 * HOUR)
+    assert rr.live_release(record)["version"] == "2"
+    assert rr.rollback_target(record)["version"] == "1"
+    # an open retire entry is the lock: a deploy is refused while it runs
+    entry = rr.begin(record, "retire", {"version": "1", "color": "blue"}, NOW + 81 * HOUR, 3600)
+    with pytest.raises(rr.ReleaseRecordError) as err:
+        rr.begin(record, "deploy", {"version": "3", "color": "blue"}, NOW + 81 * HOUR, 3600)
+    assert "another retire" in str(err.value)
+    rr.finish(record, entry["id"], "failed", {})
+    assert rr.rollback_target(record)["version"] == "1"
+
+
+def test_finished_epoch_falls_back_to_finished_at():
+    assert rr.finished_epoch({"finished_epoch": 12.5}) == 12.5
+    assert rr.finished_epoch({"finished_at": "1970-01-01T01:00:00Z"}) == 3600.0
+    assert rr.finished_epoch({"finished_at": "yesterday"}) is None
+    assert rr.finished_epoch({}) is None
