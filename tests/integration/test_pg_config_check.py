@@ -1,4 +1,4 @@
-"""The candidate check of roles/postgresql (files/greenflow-pg-config-check) against a real PostgreSQL 15.
+"""The candidate check of roles/postgresql (files/greenflow_pg_config_check.py) against a real PostgreSQL 15.
 
 A scratch "live" cluster is laid out like a Debian one (postgresql.conf with include_dir 'conf.d', the
 role's conf.d file, pg_hba.conf, a TLS certificate from a scratch CA) and started on a unix socket only.
@@ -21,7 +21,7 @@ import time
 import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
-SCRIPT = os.path.join(ROOT, 'roles', 'postgresql', 'files', 'greenflow-pg-config-check')
+SCRIPT = os.path.join(ROOT, 'roles', 'postgresql', 'files', 'greenflow_pg_config_check.py')
 BIN = '/usr/lib/postgresql/15/bin'
 
 pytestmark = pytest.mark.skipif(not (os.path.exists(os.path.join(BIN, 'initdb')) and shutil.which('openssl')),
