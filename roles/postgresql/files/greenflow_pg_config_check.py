@@ -37,7 +37,7 @@ STOP_TIMEOUT = 30
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--bin-dir', required=True, help='directory of postgres and initdb')
     parser.add_argument('--conf-dir', required=True, help='the cluster configuration directory (postgresql.conf)')
     target = parser.add_mutually_exclusive_group(required=True)
