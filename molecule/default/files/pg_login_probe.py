@@ -3,8 +3,10 @@
 
 The lab hosts have python3 and nothing else; this lets verify try a login from any of them without
 installing a client. Input from the environment (the password never appears on a command line):
-PROBE_HOST, PROBE_PORT, PROBE_USER, PROBE_DATABASE, PROBE_PASSWORD.
-Prints one JSON object: {"result": "accepted" | "refused" | "error", "message": ..., "row": [...]}.
+PROBE_HOST, PROBE_PORT, PROBE_USER, PROBE_DATABASE, PROBE_PASSWORD; for TLS PROBE_SSLMODE (disable, the
+default, or verify-full), PROBE_SSLROOTCERT (the CA file) and PROBE_SSLHOST (the name the certificate must
+carry, PROBE_HOST by default: libpq's verify-full, with Python's own host name check).
+Prints one JSON object: {"result": "accepted" | "refused" | "error", "message": ..., "row": [...], "tls": ...}.
 "accepted" means authenticated and `SELECT current_user, current_database()` answered.
 """
 import base64
@@ -13,6 +15,7 @@ import hmac
 import json
 import os
 import socket
+import ssl
 import struct
 
 
@@ -44,9 +47,23 @@ def _error_text(payload):
     return "%s: %s" % (fields.get("S", "ERROR"), fields.get("M", ""))
 
 
-def probe(host, port, user, database, password, timeout=5.0):
+def _start_tls(sock, cafile, server_hostname):
+    """PostgreSQL's SSLRequest, then a TLS handshake that verifies the CA and the host name."""
+    sock.sendall(struct.pack("!II", 8, 80877103))
+    if _recv_exact(sock, 1) != b"S":
+        raise ConnectionError("the server does not offer TLS")
+    context = ssl.create_default_context(cafile=cafile)
+    context.check_hostname = True
+    return context.wrap_socket(sock, server_hostname=server_hostname)
+
+
+def probe(host, port, user, database, password, timeout=5.0, sslmode="disable", sslrootcert=None, sslhost=None):
     sock = socket.create_connection((host, port), timeout=timeout)
+    tls = None
     try:
+        if sslmode == "verify-full":
+            sock = _start_tls(sock, sslrootcert, sslhost or host)
+            tls = sock.version()
         params = b"user\0" + user.encode() + b"\0database\0" + database.encode() + b"\0\0"
         startup = struct.pack("!I", 196608) + params
         sock.sendall(struct.pack("!I", len(startup) + 4) + startup)
@@ -113,7 +130,7 @@ def probe(host, port, user, database, password, timeout=5.0):
             if kind == b"Z":
                 break
         _send(sock, b"X", b"")
-        return {"result": "accepted", "message": "authenticated", "row": row}
+        return {"result": "accepted", "message": "authenticated", "row": row, "tls": tls}
     finally:
         sock.close()
 
@@ -122,7 +139,8 @@ def main():
     env = os.environ
     try:
         out = probe(env["PROBE_HOST"], int(env.get("PROBE_PORT", "5432")), env["PROBE_USER"],
-                    env["PROBE_DATABASE"], env.get("PROBE_PASSWORD", ""))
+                    env["PROBE_DATABASE"], env.get("PROBE_PASSWORD", ""), sslmode=env.get("PROBE_SSLMODE", "disable"),
+                    sslrootcert=env.get("PROBE_SSLROOTCERT"), sslhost=env.get("PROBE_SSLHOST"))
     except (OSError, ConnectionError, KeyError, ValueError) as exc:
         out = {"result": "error", "message": "%s: %s" % (type(exc).__name__, exc)}
     print(json.dumps(out))
