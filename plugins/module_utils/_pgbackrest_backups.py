@@ -174,6 +174,14 @@ def to_annotate(entry, verify, annotation=VERIFIED_ANNOTATION):
     return labels
 
 
+def to_withdraw(entry, verify, annotation=VERIFIED_ANNOTATION):
+    """Labels that carry the annotation but that ``pgbackrest verify`` reported and did not find valid
+    (damaged since): the wrapper removes their annotation."""
+    return [b['label'] for b in _backups(entry)
+            if annotation in (b.get('annotation') or {}) and b['label'] in verify['backups']
+            and verify['backups'][b['label']] != 'valid']
+
+
 def _stop_time(backup):
     try:
         return int((backup.get('timestamp') or {})['stop'])

@@ -102,6 +102,12 @@ def do_verify(pgbr, args, status, check=True):
         pgbr.run('annotate', '--set=%s' % label, '--annotation=%s=%s' % (pbb.VERIFIED_ANNOTATION, now_iso()))
         annotated.append(label)
     status['verify']['annotated'] = annotated
+    # A backup verify no longer finds valid stops counting as verified (retention will not lean on it).
+    withdrawn = []
+    for label in pbb.to_withdraw(entry, verify):
+        pgbr.run('annotate', '--set=%s' % label, '--annotation=%s=' % pbb.VERIFIED_ANNOTATION)
+        withdrawn.append(label)
+    status['verify']['withdrawn'] = withdrawn
     entry = pbb.stanza_info(pgbr.info(), args.stanza)
     status['verified'] = pbb.verified_labels(entry)
     bad = sorted(label for label, state in verify['backups'].items() if state != 'valid')

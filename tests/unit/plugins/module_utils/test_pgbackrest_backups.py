@@ -261,3 +261,13 @@ def test_metrics_text_has_the_known_values_only():
     assert 'greenflow_backup_restore_test_ok{stanza="main"} 1\n' in text
     assert 'greenflow_backup_last_success_timestamp_seconds' not in text  # unknown: left out
     assert '# TYPE greenflow_backup_archiver_failed_count counter' in text
+
+
+def test_a_verified_backup_verify_finds_damaged_is_withdrawn():
+    entry = pbb.stanza_info(REAL, 't')
+    verify = {'status': 'error', 'archives': {},
+              'backups': {'20261202-005147F': 'invalid', '20261202-005147F_20261202-005153D': 'valid'}}
+    assert pbb.to_withdraw(entry, verify) == ['20261202-005147F']
+    verify['backups']['20261202-005147F'] = 'valid'
+    assert pbb.to_withdraw(entry, verify) == []
+    assert pbb.to_withdraw(entry, {'status': 'ok', 'archives': {}, 'backups': {}}) == []
