@@ -381,6 +381,22 @@ def test_retention_never_leaves_zero_verified_backups(lab):
     assert status()['restore_test']['result'] == 'ok'
 
 
+def test_a_replica_is_reseeded_by_a_delta_restore_as_standby(lab):
+    sh(REPLICA, 'touch %s/greenflow-test-marker' % REPLICA_DATA)  # not in any backup: the delta removes it
+    psql(PRIMARY, 'INSERT INTO pitr(phase) SELECT 7 FROM generate_series(1, 5)')
+    started = time.time()
+    proc = play('playbooks/pg_replica_reseed.yml')
+    FIGURES['replica_reseed_delta_s'] = round(time.time() - started)
+    assert 'restore --delta failed' not in proc.flat, proc.stdout[-3000:]
+    assert re.search(r'pgbackrest restore --delta --type=standby \*+\s+changed: \[pg-replica-1\]', proc.stdout), \
+        proc.stdout[-3000:]
+    assert not sh(REPLICA, 'ls %s/greenflow-test-marker 2>/dev/null || true' % REPLICA_DATA)
+    wait_for('the replica to stream again', lambda: streaming(PRIMARY))
+    assert in_recovery(REPLICA) == 't'
+    rows = psql(PRIMARY, 'SELECT count(*) FROM pitr')
+    wait_for('the replica to have every row', lambda: psql(REPLICA, 'SELECT count(*) FROM pitr') == rows)
+
+
 def _insert_loop(container):
     """Commit one row per transaction until the server goes away; acknowledged ids go to /tmp/acked."""
     sh(container, 'rm -f /tmp/acked /tmp/loop.done')
