@@ -388,7 +388,7 @@ def test_a_replica_is_reseeded_by_a_delta_restore_as_standby(lab):
     proc = play('playbooks/pg_replica_reseed.yml')
     FIGURES['replica_reseed_delta_s'] = round(time.time() - started)
     assert 'restore --delta failed' not in proc.flat, proc.stdout[-3000:]
-    assert re.search(r'pgbackrest restore --delta --type=standby \*+\s+changed: \[pg-replica-1\]', proc.stdout), \
+    assert re.search(r'pgbackrest restore --delta --type=standby\] \*+\s+changed: \[pg-replica-1\]', proc.stdout), \
         proc.stdout[-3000:]
     assert not sh(REPLICA, 'ls %s/greenflow-test-marker 2>/dev/null || true' % REPLICA_DATA)
     wait_for('the replica to stream again', lambda: streaming(PRIMARY))
