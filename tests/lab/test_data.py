@@ -13,7 +13,8 @@ other (one lab, one story): pgBackRest's TLS between the hosts (both ways; a for
 certificate refused) -> PITR by time, then by LSN (the replica re-cloned; a re-run of the role
 keeps it; a stopped server is not restored without restore_confirm) -> verification (a damaged backup
 and a damaged WAL file caught; the restore test; the status file and the metrics) -> archiving stopped:
-backup and verify not ok -> retention never leaves zero verified backups ->
+backup and verify not ok -> retention never leaves zero verified backups -> a replica re-seeded by
+`pgbackrest restore --delta --type=standby` (pg_replica_reseed.yml) ->
 failover refused without failover_confirm, when the old primary cannot be fenced, and (before the fence)
 when the replica lags too far behind a running primary -> synchronous failover (the fenced old primary
 restarted and rebooted stays a standby or down) + pg_rewind -> asynchronous failover refused above
