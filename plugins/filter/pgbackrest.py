@@ -9,6 +9,8 @@ from __future__ import absolute_import, division, print_function
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.greenflow.platform.plugins.module_utils._pgbackrest_backups import (
+    PgBackRestReportError, restore_set)
 from ansible_collections.greenflow.platform.plugins.module_utils._pgbackrest_config import (
     PgBackRestConfigError, host_spec, process_max_for, render_config)
 
@@ -35,6 +37,16 @@ def pgbackrest_process_max(cpus):
         raise AnsibleFilterError(str(err))
 
 
+def pgbackrest_restore_set(info, stanza, label='latest', target_time='', target_lsn='', allow_unverified=False):
+    """The backup set a restore starts from (see _pgbackrest_backups.restore_set)."""
+    try:
+        return restore_set(info, stanza, label=label or 'latest', target_time=target_time or None,
+                           target_lsn=target_lsn or None, allow_unverified=bool(allow_unverified))
+    except PgBackRestReportError as err:
+        raise AnsibleFilterError(str(err))
+
+
 class FilterModule(object):
     def filters(self):
-        return {'pgbackrest_config': pgbackrest_config, 'pgbackrest_process_max': pgbackrest_process_max}
+        return {'pgbackrest_config': pgbackrest_config, 'pgbackrest_process_max': pgbackrest_process_max,
+                'pgbackrest_restore_set': pgbackrest_restore_set}

@@ -28,6 +28,8 @@ Python 3.6+ standard library only.
 
 from __future__ import absolute_import, division, print_function
 
+import calendar
+import datetime
 import re
 
 __metaclass__ = type
@@ -172,6 +174,14 @@ def to_annotate(entry, verify, annotation=VERIFIED_ANNOTATION):
     return labels
 
 
+def to_withdraw(entry, verify, annotation=VERIFIED_ANNOTATION):
+    """Labels that carry the annotation but that ``pgbackrest verify`` reported and did not find valid
+    (damaged since): the wrapper removes their annotation."""
+    return [b['label'] for b in _backups(entry)
+            if annotation in (b.get('annotation') or {}) and b['label'] in verify['backups']
+            and verify['backups'][b['label']] != 'valid']
+
+
 def _stop_time(backup):
     try:
         return int((backup.get('timestamp') or {})['stop'])
@@ -231,3 +241,195 @@ def expire_plan(info, stanza, retention_days, now, min_verified=1, annotation=VE
         plan.update(allowed=True, reason='expire removes %s; %d verified backup(s) stay (newest %s)'
                     % (', '.join(remove), len(verified_after), verified_after[-1]))
     return plan
+
+
+# --- Restore: which backup set serves a target ------------------------------------------------------------
+
+LABEL_RE = re.compile(r'^[0-9]{8}-[0-9]{6}F(_[0-9]{8}-[0-9]{6}[DI])?$')
+LSN_RE = re.compile(r'^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$')
+PG_TIME_RE = re.compile(r'^\s*(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(\.\d+)?\s*'
+                        r'(Z|[+-]\d{2}(?::?\d{2})?)\s*$')
+
+
+def parse_lsn(text):
+    """'16/B374D848' -> integer position; raises PgBackRestReportError on anything else."""
+    match = LSN_RE.match(str(text or '').strip())
+    if not match:
+        raise PgBackRestReportError('not an LSN (like 0/3000028): %r' % (text,))
+    return (int(match.group(1), 16) << 32) + int(match.group(2), 16)
+
+
+def parse_pg_time(text):
+    """A PostgreSQL timestamp with its offset ('2026-11-22 04:37:26.5+00', '...T...Z', '+05:30') ->
+    epoch seconds (float). A time without an offset is refused: it would depend on the server's zone."""
+    match = PG_TIME_RE.match(str(text or ''))
+    if not match:
+        raise PgBackRestReportError('restore_target_time must look like 2026-11-22 04:37:26+00 (with the offset), '
+                                    'got %r' % (text,))
+    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
+    fraction = float(match.group(7) or 0)
+    zone = match.group(8)
+    offset = 0
+    if zone != 'Z':
+        digits = zone[1:].replace(':', '')
+        offset = int(digits[:2]) * 3600 + (int(digits[2:4]) * 60 if len(digits) > 2 else 0)
+        offset = -offset if zone[0] == '-' else offset
+    try:
+        datetime.datetime(year, month, day, hour, minute, second)
+        epoch = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+    except ValueError as err:
+        raise PgBackRestReportError('restore_target_time %r: %s' % (text, err))
+    return epoch + fraction - offset
+
+
+def restore_set(info, stanza, label='latest', target_time=None, target_lsn=None, allow_unverified=False,
+                annotation=VERIFIED_ANNOTATION):
+    """The backup set a restore starts from. Returns {'set': label, 'type': full|diff|incr, 'stop': epoch,
+    'stop_lsn': lsn, 'verified': bool, 'why': text}; raises PgBackRestReportError when none can serve.
+
+    label: 'latest' or a backup label (20261122-043356F, 20261122-043356F_20261123-010000D).
+    target_time (a PostgreSQL timestamp with offset) / target_lsn (0/3000028), at most one: the newest
+    verified backup that was consistent before the target (its stop time before the time, its stop LSN
+    at or before the LSN): recovery only goes forward, a later backup cannot serve.
+    A named backup must exist and serve the target; it must be verified unless allow_unverified."""
+    if target_time and target_lsn:
+        raise PgBackRestReportError('give restore_target_time or restore_target_lsn, not both')
+    label = label or 'latest'
+    if label != 'latest' and not LABEL_RE.match(str(label)):
+        raise PgBackRestReportError('restore_backup is latest or a pgBackRest backup label like 20261122-043356F '
+                                    'or 20261122-043356F_20261123-010000D, got %r' % (label,))
+    when = parse_pg_time(target_time) if target_time else None
+    lsn = parse_lsn(target_lsn) if target_lsn else None
+    entry = stanza_info(info, stanza)
+    backups = _backups(entry)
+    checks = backup_checks(entry, annotation)
+
+    def serves(backup):
+        if when is not None:
+            return _stop_time(backup) < when
+        if lsn is not None:
+            return parse_lsn((backup.get('lsn') or {}).get('stop')) <= lsn
+        return True
+
+    def result(backup, why):
+        return {'set': backup['label'], 'type': backup['type'], 'stop': _stop_time(backup),
+                'stop_lsn': (backup.get('lsn') or {}).get('stop'), 'verified': checks[backup['label']]['verified'],
+                'why': why}
+
+    target = ('time %s' % target_time if when is not None else
+              'LSN %s' % target_lsn if lsn is not None else 'the end of the archive')
+    if label != 'latest':
+        named = [b for b in backups if b['label'] == label]
+        if not named:
+            raise PgBackRestReportError('backup %s is not in the repository (backups: %s)'
+                                        % (label, ', '.join(b['label'] for b in backups) or 'none'))
+        backup = named[0]
+        if not checks[label]['verified'] and not allow_unverified:
+            raise PgBackRestReportError('backup %s is not verified (%s); restore_allow_unverified=true to use it '
+                                        'anyway' % (label, '; '.join(checks[label]['reasons'])))
+        if not serves(backup):
+            raise PgBackRestReportError('backup %s was consistent only after %s: recovery cannot go back to it'
+                                        % (label, target))
+        return result(backup, 'named backup %s, replayed to %s' % (label, target))
+    usable = [b for b in backups if serves(b) and (checks[b['label']]['verified'] or allow_unverified)]
+    if not usable:
+        raise PgBackRestReportError('no %sbackup was consistent before %s (backups: %s); nothing was changed'
+                                    % ('' if allow_unverified else 'verified ', target,
+                                       ', '.join('%s%s' % (b['label'], '' if checks[b['label']]['verified']
+                                                           else ' (not verified)') for b in backups) or 'none'))
+    backup = max(usable, key=_stop_time)
+    return result(backup, 'newest %sbackup consistent before %s' % ('' if allow_unverified else 'verified ', target))
+
+
+# --- WAL archiving health (pg_stat_archiver on the primary) -----------------------------------------------
+
+def archiver_health(row):
+    """A pg_stat_archiver row (with the epoch columns last_archived_time, last_failed_time, now and the
+    settings archive_mode) -> {'ok': bool, 'reasons': [...], 'failed_count': n, 'archived_count': n,
+    'last_archived_time': epoch|None, 'last_failed_time': epoch|None, 'last_failed_wal': name|None}.
+
+    Not ok when the row could not be read, archive_mode is off, or the newest attempt failed (the last
+    failure is newer than the last success): PostgreSQL keeps the WAL and retries, but nothing after
+    the last archived segment can be restored until it works again."""
+    if not isinstance(row, dict) or row.get('error'):
+        why = row.get('error') if isinstance(row, dict) else 'no answer'
+        return {'ok': False, 'reasons': ['pg_stat_archiver could not be read on the primary: %s' % why],
+                'failed_count': None, 'archived_count': None, 'last_archived_time': None,
+                'last_failed_time': None, 'last_failed_wal': None}
+
+    def number(key):
+        value = row.get(key)
+        return None if value in (None, '') else float(value)
+
+    health = {'failed_count': int(row.get('failed_count') or 0), 'archived_count': int(row.get('archived_count') or 0),
+              'last_archived_time': number('last_archived_time'), 'last_failed_time': number('last_failed_time'),
+              'last_archived_wal': row.get('last_archived_wal'), 'last_failed_wal': row.get('last_failed_wal')}
+    reasons = []
+    if str(row.get('archive_mode', 'on')) not in ('on', 'always'):
+        reasons.append('archive_mode is %s on the primary: no WAL is archived' % row.get('archive_mode'))
+    failed, archived = health['last_failed_time'], health['last_archived_time']
+    if failed is not None and (archived is None or failed > archived):
+        reasons.append('WAL archiving fails on the primary: the newest attempt (%s) failed after the last success '
+                       '(%s); failed_count %d' % (health['last_failed_wal'], health['last_archived_wal'] or 'none',
+                                                  health['failed_count']))
+    health.update(ok=not reasons, reasons=reasons)
+    return health
+
+
+# --- Metrics for node-exporter's textfile collector -------------------------------------------------------
+
+METRICS = (
+    ('greenflow_backup_last_run_ok', 'gauge', '1 when the last run of greenflow-pgbackrest succeeded'),
+    ('greenflow_backup_last_run_timestamp_seconds', 'gauge', 'When the last run finished'),
+    ('greenflow_backup_last_success_timestamp_seconds', 'gauge', 'When the last verified backup run finished'),
+    ('greenflow_backup_last_backup_ok', 'gauge', '1 when the last backup run succeeded (backup, check, verify)'),
+    ('greenflow_backup_last_verified_backup_timestamp_seconds', 'gauge',
+     'Stop time of the newest verified backup (its age is the data at risk without WAL)'),
+    ('greenflow_backup_verified_backups', 'gauge', 'Backups that count as verified'),
+    ('greenflow_backup_archive_check_ok', 'gauge', '1 when the last pgbackrest check archived a WAL segment'),
+    ('greenflow_backup_archiver_ok', 'gauge', '1 when pg_stat_archiver on the primary showed working archiving'),
+    ('greenflow_backup_archiver_failed_count', 'counter', 'pg_stat_archiver.failed_count on the primary'),
+    ('greenflow_backup_archiver_last_archived_timestamp_seconds', 'gauge', 'pg_stat_archiver.last_archived_time'),
+    ('greenflow_backup_restore_test_ok', 'gauge', '1 when the last restore test succeeded'),
+    ('greenflow_backup_restore_test_timestamp_seconds', 'gauge', 'When the last restore test finished'),
+    ('greenflow_backup_restore_test_duration_seconds', 'gauge', 'How long the last restore test took'),
+)
+
+
+def prometheus_text(status):
+    """The status document of greenflow-pgbackrest -> text for node-exporter's textfile collector. A
+    metric whose value is unknown is left out (an alert on absent() sees it)."""
+    stanza = str(status.get('stanza') or 'main').replace('\\', '\\\\').replace('"', '\\"')
+    archiver = status.get('archiver') or {}
+    restore = status.get('restore_test') or {}
+    last_backup = status.get('last_backup') or {}
+    newest_verified = status.get('newest_verified') or {}
+
+    def flag(value):
+        return None if value is None else (1 if value else 0)
+
+    values = {
+        'greenflow_backup_last_run_ok': flag(status.get('result') == 'ok') if status.get('result') else None,
+        'greenflow_backup_last_run_timestamp_seconds': status.get('finished_epoch'),
+        'greenflow_backup_last_success_timestamp_seconds': (status.get('last_success') or {}).get('finished_epoch'),
+        'greenflow_backup_last_backup_ok': flag(last_backup.get('result') == 'ok') if last_backup.get('result') else None,
+        'greenflow_backup_last_verified_backup_timestamp_seconds': newest_verified.get('stop'),
+        'greenflow_backup_verified_backups': len(status['verified']) if isinstance(status.get('verified'), list) else None,
+        'greenflow_backup_archive_check_ok': (flag((status.get('check') or {}).get('exit') == 0)
+                                              if status.get('check') else None),
+        'greenflow_backup_archiver_ok': flag(archiver.get('ok')) if archiver else None,
+        'greenflow_backup_archiver_failed_count': archiver.get('failed_count'),
+        'greenflow_backup_archiver_last_archived_timestamp_seconds': archiver.get('last_archived_time'),
+        'greenflow_backup_restore_test_ok': flag(restore.get('result') == 'ok') if restore.get('result') else None,
+        'greenflow_backup_restore_test_timestamp_seconds': restore.get('finished_epoch'),
+        'greenflow_backup_restore_test_duration_seconds': restore.get('duration_s'),
+    }
+    lines = []
+    for name, kind, text in METRICS:
+        value = values.get(name)
+        if value is None:
+            continue
+        lines += ['# HELP %s %s' % (name, text), '# TYPE %s %s' % (name, kind),
+                  '%s{stanza="%s"} %s' % (name, stanza, ('%d' % value) if float(value) == int(value)
+                                          else ('%.3f' % float(value)))]
+    return '\n'.join(lines) + '\n'

@@ -255,3 +255,30 @@ def test_stopped_archiving_fails_backup_and_verify(cluster):
         cluster.psql('ALTER SYSTEM RESET archive_command')
         cluster.psql('SELECT pg_reload_conf()')
     assert json.loads(cluster.wrapper('verify').stdout)['result'] == 'ok'
+
+
+def test_restore_test_restores_the_newest_verified_backup_into_scratch_and_checks_it(cluster):
+    """The weekly restore test: its own configuration, a private instance, the archive replayed to its
+    end, pg_amcheck; the live cluster untouched; the result in the status file and the metrics."""
+    if not cluster.as_root:
+        pytest.skip('the scratch instance authenticates by peer as postgres: run as root')
+    assert json.loads(cluster.wrapper('verify').stdout)['result'] == 'ok'
+    scratch = os.path.join(cluster.dir, 'restore-test')
+    textfile = os.path.join(cluster.dir, 'greenflow_backup.prom')
+    proc = cluster.wrapper('--scratch-dir=%s' % scratch, '--scratch-port=%d' % free_port(), '--pg-bin=%s' % PG_BIN,
+                           '--textfile=%s' % textfile, 'restore-test', check=False)
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 0 and report['result'] == 'ok', (report, proc.stderr)
+    test = report['restore_test']
+    assert test['result'] == 'ok' and test['check'] == 'pg_amcheck' and test['redo_done_lsn'], test
+    assert test['backup'] == pbb.verified_labels(pbb.stanza_info(cluster.info(), STANZA))[-1]
+    assert not os.path.exists(scratch)  # removed afterwards
+    assert cluster.psql('SELECT pg_is_in_recovery()') == 'f'  # the live cluster untouched
+    with open(textfile) as handle:
+        metrics = handle.read()
+    assert 'greenflow_backup_restore_test_ok{stanza="%s"} 1' % STANZA in metrics
+    assert 'greenflow_backup_last_verified_backup_timestamp_seconds' in metrics
+    # a check query that is not true fails the test
+    proc = cluster.wrapper('--scratch-dir=%s' % scratch, '--scratch-port=%d' % free_port(), '--pg-bin=%s' % PG_BIN,
+                           '--verify-query=SELECT false', 'restore-test', check=False)
+    assert proc.returncode == 1 and 'check query did not return true' in json.loads(proc.stdout)['error']

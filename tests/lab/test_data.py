@@ -1,5 +1,5 @@
-"""The data scenario on a lab of its own: backups, point-in-time restore, verification, retention and
-failover, against real PostgreSQL in the lab containers.
+"""The data scenario on a lab of its own: backups (pgBackRest, the default engine), point-in-time restore,
+verification, archiving health, retention and failover, against real PostgreSQL in the lab containers.
 
     .venv/bin/pytest -q -s tests/lab/test_data.py
 
@@ -9,8 +9,12 @@ The module fixture brings up a prefixed lab (GREENFLOW_DATA_LAB_PREFIX, default 
 containers and network), provisions PostgreSQL and backups, and removes that lab at the end (also on
 failure; GREENFLOW_DATA_KEEP_LAB=1 keeps it for a look). With GREENFLOW_LAB_REUSE=1 it runs on an
 already provisioned lab instead (tests/lab/shared_lab.py). The tests run in file order and build on each
-other (one lab, one story): PITR by time, then by LSN (the replica re-cloned; a re-run of the role
-keeps it; a stopped server is not restored without restore_confirm) -> verification and retention ->
+other (one lab, one story): pgBackRest's TLS between the hosts (both ways; a foreign or unlisted
+certificate refused) -> PITR by time, then by LSN (the replica re-cloned; a re-run of the role
+keeps it; a stopped server is not restored without restore_confirm) -> verification (a damaged backup
+and a damaged WAL file caught; the restore test; the status file and the metrics) -> archiving stopped:
+backup and verify not ok -> retention never leaves zero verified backups -> a replica re-seeded by
+`pgbackrest restore --delta --type=standby` (pg_replica_reseed.yml) ->
 failover refused without failover_confirm, when the old primary cannot be fenced, and (before the fence)
 when the replica lags too far behind a running primary -> synchronous failover (the fenced old primary
 restarted and rebooted stays a standby or down) + pg_rewind -> asynchronous failover refused above
@@ -26,7 +30,8 @@ import time
 
 import pytest
 
-from ansible_collections.greenflow.platform.plugins.module_utils._pg_backup import parse_lsn
+from ansible_collections.greenflow.platform.plugins.module_utils import _pgbackrest_backups as pbb
+from ansible_collections.greenflow.platform.plugins.module_utils._pgbackrest_backups import parse_lsn
 from shared_lab import assert_lab_running, lab_address
 
 pytestmark = [pytest.mark.lab]
@@ -44,7 +49,10 @@ ENV = dict(os.environ,
            PATH=os.path.join(REPO, '.venv', 'bin') + os.pathsep + os.environ.get('PATH', ''))
 PRIMARY = PREFIX + 'pg-primary-1'
 REPLICA = PREFIX + 'pg-replica-1'
-STORE = '/var/lib/greenflow-backup/main'
+REPO_DIR = '/var/lib/pgbackrest'  # the pgBackRest repository, on REPLICA (pg_backup_host)
+STATUS = '/var/lib/greenflow-pgbackrest/status.json'
+METRICS = '/var/lib/prometheus/node-exporter/greenflow_backup.prom'
+LABEL = r'[0-9]{8}-[0-9]{6}F(?:_[0-9]{8}-[0-9]{6}[DI])?'
 PG_BIN = '/usr/lib/postgresql/15/bin'
 REPLICA_DATA = '/var/lib/postgresql/15/main'
 PG_DATA = '/var/lib/postgresql/15/main'
@@ -124,18 +132,34 @@ def inventory_copy(tmp_path, swap=False, unreachable=()):
     return str(inventory)
 
 
-def store_listing():
-    return json.loads(sh(REPLICA, 'runuser -u postgres -- greenflow-pg-backup list'))
+def pgbackrest(container, *args, check=True):
+    return sh(container, 'runuser -u postgres -- pgbackrest --stanza=main %s' % ' '.join(args), check=check)
+
+
+def backups():
+    """The stanza's entry of `pgbackrest info --output=json` (on the repository host)."""
+    return pbb.stanza_info(json.loads(pgbackrest(REPLICA, '--output=json', 'info')), 'main')
+
+
+def status():
+    return json.loads(sh(REPLICA, 'cat %s' % STATUS))
+
+
+def metric(name):
+    match = re.search(r'^%s\{[^}]*\} (\S+)$' % name, sh(REPLICA, 'cat %s' % METRICS), re.M)
+    return float(match.group(1)) if match else None
 
 
 def wait_archived(container):
-    """Switch WAL on `container` (the primary) and wait until that segment is in the store."""
+    """Switch WAL on `container` (the primary) and wait until that segment is in the repository
+    (archive-push, also in asynchronous mode, succeeds only once the repository has it)."""
     segment = psql(container, 'SELECT pg_walfile_name(pg_switch_wal())')
-    for _ in range(60):
-        if sh(REPLICA, 'ls %s/wal/%s.gz 2>/dev/null || true' % (STORE, segment)):
+    for _ in range(90):
+        done = psql(container, 'SELECT last_archived_wal FROM pg_stat_archiver', db='postgres')
+        if done and done[:24] >= segment:
             return segment
         time.sleep(1)
-    pytest.fail('segment %s never reached the store' % segment)
+    pytest.fail('segment %s never reached the repository' % segment)
 
 
 @pytest.fixture(scope='module')
@@ -159,6 +183,30 @@ def lab(request):
         print('figures: %s' % json.dumps(FIGURES, sort_keys=True))
         if not REUSED_LAB and os.environ.get('GREENFLOW_DATA_KEEP_LAB') != '1':
             play('lab/lab-down.yml', check=False)
+
+
+def test_pgbackrest_talks_tls_both_ways_and_refuses_foreign_certificates(lab):
+    """Folded from the former tests/lab/test_pgbackrest.py: check from the repository host reaches the
+    primary over TLS and waits for a WAL segment the primary pushed over TLS; a certificate of another CA
+    (with an allowed CN) and one of the role's CA with an unlisted CN are refused."""
+    primary_conf = sh(PRIMARY, 'cat /etc/pgbackrest/pgbackrest.conf')
+    assert 'repo1-host=%s' % REPLICA in primary_conf and 'repo1-host-type=tls' in primary_conf
+    assert 'cipher-pass' not in primary_conf  # the passphrase stays on the repository host
+    assert psql(PRIMARY, 'SHOW archive_command', db='postgres') == 'pgbackrest --stanza=main archive-push %p'
+    pgbackrest(REPLICA, 'check')                              # repository host -> primary
+    pgbackrest(PRIMARY, '--output=json', 'info')              # primary -> repository host
+    assert backups()['cipher'] == 'aes-256-cbc'
+    forged = sh(REPLICA, "runuser -u postgres -- bash -c 'cd /tmp && openssl req -x509 -newkey ec "
+                "-pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout forged.key -out forged.crt -subj /CN=pg-replica-1 "
+                "-days 1 2>/dev/null && pgbackrest --stanza=main --pg1-host-cert-file=/tmp/forged.crt "
+                "--pg1-host-key-file=/tmp/forged.key check 2>&1; echo rc=$?; rm -f forged.key forged.crt'")
+    assert 'rc=0' not in forged and 'unknown ca' in forged, forged
+    own = sh(PRIMARY, 'runuser -u postgres -- pgbackrest --stanza=main --repo1-host=%s info 2>&1; echo rc=$?' % PRIMARY)
+    assert 'access denied' in own, own  # info reports the stanza in error (exit 0)
+    # encryption on and no passphrase: refused before any host changes
+    refused = play('playbooks/pg_backup.yml', '-e', 'pgbackrest_cipher_pass=', check=False)
+    assert refused.returncode != 0 and 'pgbackrest_cipher_pass is missing' in refused.flat, refused.stdout[-3000:]
+    assert not re.search(r'changed=[1-9]', refused.stdout), refused.stdout[-3000:]
 
 
 def test_point_in_time_restore_has_exactly_the_rows_before_the_target(lab):
@@ -220,15 +268,16 @@ def test_restore_to_an_lsn_starts_from_a_backup_taken_before_it(lab):
     play('playbooks/backup.yml')
     psql(PRIMARY, 'INSERT INTO pitr(phase) SELECT 6 FROM generate_series(1, 10)')
     wait_archived(PRIMARY)
-    newest = [b for b in store_listing() if not b.get('partial')][-1]
-    assert newest['verified'], newest
-    assert parse_lsn(newest['stop_lsn']) > parse_lsn(target), (newest, target)  # B really cannot serve
+    entry = backups()
+    newest = entry['backup'][-1]
+    assert newest['label'] in pbb.verified_labels(entry), newest
+    assert parse_lsn(newest['lsn']['stop']) > parse_lsn(target), (newest, target)  # B really cannot serve
     sh(REPLICA, 'touch %s/greenflow-test-marker' % REPLICA_DATA)  # gone once the replica is re-cloned
     started = time.time()
     proc = play('playbooks/restore.yml', '-e', 'restore_confirm=main', '-e', 'restore_target_lsn=%s' % target)
     FIGURES['lsn_restore_playbook_s'] = round(time.time() - started)
-    restored = re.search(r"restored_backup: '?([0-9]{8}T[0-9]{6}Z)", proc.stdout)
-    assert restored and restored.group(1) != newest['id'], (restored and restored.group(1), newest['id'])
+    restored = re.search(r"restored_backup: '?(%s)" % LABEL, proc.stdout)
+    assert restored and restored.group(1) != newest['label'], (restored and restored.group(1), newest['label'])
     assert psql(PRIMARY, 'SELECT phase, count(*) FROM pitr GROUP BY 1 ORDER BY 1').split() == ['1|50', '2|30', '4|10']
     assert psql(PRIMARY, 'SELECT state FROM pg_stat_replication', db='postgres') == 'streaming'
     # restore.yml rebuilt the replica (pg_replica_rebuild=true): its old data directory is gone
@@ -247,48 +296,106 @@ def test_a_rerun_of_the_postgresql_role_keeps_the_replica_data(lab):
 
 def test_verification_catches_damage_and_restore_test_passes(lab):
     proc = play('playbooks/backup.yml', '-e', 'verify_restore=true')
-    status = json.loads(sh(REPLICA, 'cat /var/lib/greenflow-pg-backup/status.json'))
-    assert status['result'] == 'ok'
-    assert status['last_verify_restore']['result'] == 'ok', status
-    assert status['last_success']['size_bytes'] > 0
-    FIGURES['backup_with_restore_test_s'] = status['last_run']['duration_s']
-    FIGURES['restore_test_s'] = status['last_verify_restore']['duration_s']
-    newest = [b for b in store_listing() if not b.get('partial')][-1]['id']
+    report = status()
+    assert report['result'] == 'ok', report
+    assert report['restore_test']['result'] == 'ok' and report['restore_test']['check'] == 'pg_amcheck', report
+    assert report['backup']['label'] in report['verified'] and report['archiver']['ok'] is True, report
+    FIGURES['backup_with_restore_test_s'] = round(report['finished_epoch'] - pbb.parse_pg_time(
+        report['started'].replace('T', ' ')))
+    FIGURES['restore_test_s'] = report['restore_test']['duration_s']
+    assert metric('greenflow_backup_last_run_ok') == 1 and metric('greenflow_backup_restore_test_ok') == 1
+    assert metric('greenflow_backup_verified_backups') >= 2
+    assert abs(metric('greenflow_backup_last_verified_backup_timestamp_seconds') - time.time()) < 600
+    newest = backups()['backup'][-1]['label']
+    # taken from the standby (the primary only starts and stops the backup)
+    assert int(sh(REPLICA, 'grep -c "replay on the standby reached" /var/log/pgbackrest/main-backup.log')) >= 1
 
-    # a damaged data file of the newest backup
-    victim = '%s/base/%s/global/pg_control' % (STORE, newest)
+    # a damaged data file of the newest backup: verify fails, names it, and it stops counting as verified
+    victim = sh(REPLICA, 'ls %s/backup/main/%s/pg_data/global/pg_control*' % (REPO_DIR, newest))
     sh(REPLICA, 'cp -p %s /tmp/keep && printf garbage >> %s' % (victim, victim))
     proc = play('playbooks/backup.yml', '-e', 'pg_backup_action=verify', check=False)
     assert proc.returncode != 0
-    assert 'DAMAGED' in proc.stdout and 'global/pg_control' in proc.stdout, proc.stdout[-3000:]
-    status = json.loads(sh(REPLICA, 'cat /var/lib/greenflow-pg-backup/status.json'))
-    assert status['result'] == 'failed'
+    assert 'verify found problems' in proc.flat and newest in proc.flat, proc.stdout[-3000:]
+    assert status()['result'] == 'failed' and newest not in status()['verified']
+    assert metric('greenflow_backup_last_run_ok') == 0
     sh(REPLICA, 'cp -p /tmp/keep %s' % victim)
+    play('playbooks/backup.yml', '-e', 'pg_backup_action=verify')
+    assert newest in status()['verified']
 
     # a damaged WAL segment in the archive
     segment = wait_archived(PRIMARY)
-    wal = '%s/wal/%s.gz' % (STORE, segment)
+    wal = sh(REPLICA, 'ls %s/archive/main/*/%s/%s-*' % (REPO_DIR, segment[:16], segment))
     sh(REPLICA, 'cp -p %s /tmp/keep && truncate -s 100 %s' % (wal, wal))
     proc = play('playbooks/backup.yml', '-e', 'pg_backup_action=verify', check=False)
-    assert proc.returncode != 0 and 'WAL file DAMAGED' in proc.stdout and segment in proc.stdout
+    assert proc.returncode != 0 and 'verify found problems' in proc.flat, proc.stdout[-3000:]
     sh(REPLICA, 'cp -p /tmp/keep %s' % wal)
     play('playbooks/backup.yml', '-e', 'pg_backup_action=verify')
 
 
-def test_retention_keeps_the_newest_verified_backup_and_its_wal(lab):
-    listing = [b for b in store_listing() if not b.get('partial')]
-    assert len(listing) >= 3
-    newest = listing[-1]
-    # age 0 days: everything but the newest verified backup is outside the window
-    sh(REPLICA, 'runuser -u postgres -- greenflow-pg-backup retention --days 0')
-    after = [b for b in store_listing() if not b.get('partial')]
-    assert [b['id'] for b in after] == [newest['id']]
-    names = sh(REPLICA, 'ls %s/wal' % STORE).split()
-    segments = [n[:24] for n in names if re.match(r'^[0-9A-F]{24}\.gz$', n)]
-    assert segments and min(s[8:] for s in segments) >= newest['start_wal'][8:]
-    assert any(n.endswith('.history.gz') for n in names)  # history files stay
+def test_a_backup_while_archiving_is_stopped_is_not_ok(lab):
+    psql(PRIMARY, "ALTER SYSTEM SET archive_command = '/bin/false'", db='postgres')
+    psql(PRIMARY, 'SELECT pg_reload_conf()', db='postgres')
+    try:
+        psql(PRIMARY, 'SELECT pg_switch_wal()', db='postgres')
+        wait_for('an archiving failure', lambda: psql(PRIMARY, 'SELECT failed_count > 0 AND last_failed_time > '
+                                                      "coalesce(last_archived_time, '-infinity') FROM pg_stat_archiver",
+                                                      db='postgres') == 't')
+        before = [b['label'] for b in backups()['backup']]
+        proc = play('playbooks/backup.yml', '-e', 'pg_backup_type=diff', check=False)
+        assert proc.returncode != 0 and 'WAL archiving fails on the primary' in proc.flat, proc.stdout[-3000:]
+        assert [b['label'] for b in backups()['backup']] == before  # refused before any backup was taken
+        report = status()
+        assert report['result'] == 'failed' and report['archiver']['ok'] is False
+        assert metric('greenflow_backup_archiver_ok') == 0 and metric('greenflow_backup_archiver_failed_count') > 0
+        proc = play('playbooks/backup.yml', '-e', 'pg_backup_action=verify', check=False)
+        assert proc.returncode != 0 and 'WAL archiving fails' in proc.flat, proc.stdout[-3000:]
+        # the cron path (no playbook to read pg_stat_archiver): pgbackrest check fails the run
+        cron = sh(REPLICA, 'runuser -u postgres -- greenflow-pgbackrest verify >/dev/null 2>/tmp/err; echo rc=$?; cat /tmp/err')
+        assert 'rc=1' in cron and 'pgbackrest check failed' in cron, cron
+    finally:
+        psql(PRIMARY, 'ALTER SYSTEM RESET archive_command', db='postgres')
+        psql(PRIMARY, 'SELECT pg_reload_conf()', db='postgres')
+    wait_archived(PRIMARY)
+    play('playbooks/backup.yml', '-e', 'pg_backup_type=diff')
+    assert status()['result'] == 'ok' and metric('greenflow_backup_archiver_ok') == 1
+
+
+def test_retention_never_leaves_zero_verified_backups(lab):
+    entry = backups()
+    fulls = [b['label'] for b in entry['backup'] if b['type'] == 'full']
+    assert len(fulls) >= 3, fulls
+    newest_full = fulls[-1]
+    future = str(int(time.time()) + 400 * 86400)  # every backup is then older than the 30-day window
+    # the newest full backup (the one retention keeps) not verified: the expire would leave none - refused
+    pgbackrest(REPLICA, '--set=%s' % newest_full, '--annotation=greenflow-verified=', 'annotate')
+    refused = sh(REPLICA, 'runuser -u postgres -- greenflow-pgbackrest --now=%s expire 2>&1; echo rc=$?' % future)
+    assert 'rc=1' in refused and 'expire refused' in refused, refused
+    assert [b['label'] for b in backups()['backup'] if b['type'] == 'full'] == fulls  # nothing removed
+    # verified again: the expire keeps the newest full backup (and its diffs) and removes the rest
+    sh(REPLICA, 'runuser -u postgres -- greenflow-pgbackrest verify')
+    sh(REPLICA, 'runuser -u postgres -- greenflow-pgbackrest --now=%s expire' % future)
+    after = backups()
+    assert [b['label'] for b in after['backup'] if b['type'] == 'full'] == [newest_full]
+    assert pbb.verified_labels(after)
     # what is left still restores
-    sh(REPLICA, 'runuser -u postgres -- greenflow-pg-backup verify --restore')
+    sh(REPLICA, 'runuser -u postgres -- greenflow-pgbackrest restore-test')
+    assert status()['restore_test']['result'] == 'ok'
+
+
+def test_a_replica_is_reseeded_by_a_delta_restore_as_standby(lab):
+    sh(REPLICA, 'touch %s/greenflow-test-marker' % REPLICA_DATA)  # not in any backup: the delta removes it
+    psql(PRIMARY, 'INSERT INTO pitr(phase) SELECT 7 FROM generate_series(1, 5)')
+    started = time.time()
+    proc = play('playbooks/pg_replica_reseed.yml')
+    FIGURES['replica_reseed_delta_s'] = round(time.time() - started)
+    assert 'restore --delta failed' not in proc.flat, proc.stdout[-3000:]
+    assert re.search(r'pgbackrest restore --delta --type=standby\] \*+\s+changed: \[pg-replica-1\]', proc.stdout), \
+        proc.stdout[-3000:]
+    assert not sh(REPLICA, 'ls %s/greenflow-test-marker 2>/dev/null || true' % REPLICA_DATA)
+    wait_for('the replica to stream again', lambda: streaming(PRIMARY))
+    assert in_recovery(REPLICA) == 't'
+    rows = psql(PRIMARY, 'SELECT count(*) FROM pitr')
+    wait_for('the replica to have every row', lambda: psql(REPLICA, 'SELECT count(*) FROM pitr') == rows)
 
 
 def _insert_loop(container):

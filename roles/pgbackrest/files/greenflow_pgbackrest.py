@@ -7,16 +7,28 @@
 #                                  gets the annotation greenflow-verified (pgbackrest annotate)
 #   expire [--dry-run]             time retention, but never down to fewer than --min-verified
 #                                  verified backups (expire --set per full backup that may go)
+#   restore-test                   the newest verified backup restored into a scratch directory, started
+#                                  as a private instance (own socket and port, no archiving), the archive
+#                                  replayed to its end, then pg_amcheck (or --verify-query) - nothing live
+#                                  is touched or promoted; backup/verify --restore-test add it
 #   status                         the status file (JSON)
 #
+# --archiver-json: the primary's pg_stat_archiver row (playbooks/backup.yml reads it): archiving that
+# fails there fails the run before anything else.
 # Every run writes the status file (result, action, the newest backup, verified backups, the expire
-# decision) for monitoring. Exit status non-zero on any failure, with a message naming it. The logic
+# decision, the restore test) and, with --textfile, the same as Prometheus metrics for node-exporter's
+# textfile collector. A second run while one is going exits 75 (a lock in the status file's directory).
+# Exit status non-zero on any failure, with a message naming it. The logic
 # (what counts as verified, what may expire) is _pgbackrest_backups.py next to this file, the
 # collection's module_utils, unit tested there. Runs as the repository's owner (postgres).
 import argparse
 import datetime
+import errno
+import fcntl
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -90,6 +102,12 @@ def do_verify(pgbr, args, status, check=True):
         pgbr.run('annotate', '--set=%s' % label, '--annotation=%s=%s' % (pbb.VERIFIED_ANNOTATION, now_iso()))
         annotated.append(label)
     status['verify']['annotated'] = annotated
+    # A backup verify no longer finds valid stops counting as verified (retention will not lean on it).
+    withdrawn = []
+    for label in pbb.to_withdraw(entry, verify):
+        pgbr.run('annotate', '--set=%s' % label, '--annotation=%s=' % pbb.VERIFIED_ANNOTATION)
+        withdrawn.append(label)
+    status['verify']['withdrawn'] = withdrawn
     entry = pbb.stanza_info(pgbr.info(), args.stanza)
     status['verified'] = pbb.verified_labels(entry)
     bad = sorted(label for label, state in verify['backups'].items() if state != 'valid')
@@ -128,16 +146,169 @@ def newest_backup(entry):
             'repo_size_bytes': ((last.get('info') or {}).get('repository') or {}).get('size')}
 
 
-def write_status(path, status):
-    if not path:
-        return
+def write_file(path, text):
     directory = os.path.dirname(path) or '.'
-    fd, tmp = tempfile.mkstemp(prefix='.status-', dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix='.greenflow-', dir=directory)
     with os.fdopen(fd, 'w') as handle:
-        json.dump(status, handle, indent=1, sort_keys=True)
-        handle.write('\n')
+        handle.write(text)
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
+
+
+def write_status(path, status):
+    if path:
+        write_file(path, json.dumps(status, indent=1, sort_keys=True) + '\n')
+
+
+def write_textfile(path, status):
+    if not path:
+        return
+    try:
+        write_file(path, pbb.prometheus_text(status))
+    except OSError as err:
+        log('metrics not written to %s: %s' % (path, err))
+
+
+def newest_verified(entry, verified):
+    for backup in reversed(entry.get('backup') or []):
+        if backup['label'] in verified:
+            return {'label': backup['label'], 'type': backup['type'], 'stop': backup['timestamp']['stop']}
+    return None
+
+
+def tail(path, lines=15):
+    try:
+        with open(path, errors='replace') as handle:
+            return ' | '.join(handle.read().splitlines()[-lines:])
+    except OSError:
+        return '(no log)'
+
+
+def restore_test(pgbr, args, status):
+    """Restore the newest verified backup into args.scratch_dir with a configuration of its own (the
+    repository's options, pg1-path the scratch directory: this host's pgbackrest.conf names the live
+    database), start it as a private instance, replay the archive to its end, check it, remove it."""
+    started = time.time()
+    result = {'result': 'failed', 'started': now_iso()}
+    status['restore_test'] = result
+    entry = pbb.stanza_info(pgbr.info(), args.stanza)
+    verified = pbb.verified_labels(entry)
+    if not verified:
+        raise Failure('restore test: no verified backup in the repository')
+    label = verified[-1]
+    result['backup'] = label
+    scratch = args.scratch_dir
+    data = os.path.join(scratch, 'data')
+    conf = os.path.join(scratch, 'pgbackrest.conf')
+    logfile = os.path.join(scratch, 'postgres.log')
+    pg_ctl = os.path.join(args.pg_bin, 'pg_ctl')
+    port = str(args.scratch_port)
+    shutil.rmtree(scratch, ignore_errors=True)
+    os.makedirs(scratch, mode=0o700)
+    os.makedirs(data, mode=0o700)
+    try:
+        with open(args.config) as handle:
+            sections = pbb_config_sections(handle.read())
+        skip = ('tls-server-', 'archive-async', 'spool-path', 'pg', 'log-path', 'lock-path')
+        glob = [(k, v) for k, v in sections.get('global', []) if not k.startswith(skip)]
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, 'w') as handle:
+            handle.write('[global]\n' + ''.join('%s=%s\n' % kv for kv in glob))
+            handle.write('log-path=%s\nlock-path=%s\n' % (scratch, scratch))
+            handle.write('[%s]\npg1-path=%s\npg1-port=%s\npg1-socket-path=%s\n' % (args.stanza, data, port, scratch))
+        base = [args.pgbackrest, '--config=%s' % conf, '--stanza=%s' % args.stanza]
+        restore_command = "%s archive-get %%f \"%%p\"" % ' '.join(base)
+        proc = subprocess.run(base + ['--set=%s' % label, '--type=default', '--log-level-console=warn',
+                                      '--recovery-option=restore_command=%s' % restore_command, 'restore'],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                              timeout=args.restore_test_timeout, check=False)
+        if proc.returncode != 0:
+            raise Failure('restore test: pgbackrest restore of %s failed: %s' % (label, (proc.stderr or proc.stdout)[-1500:]))
+        with open(os.path.join(data, 'postgresql.conf'), 'w') as handle:
+            handle.write("shared_buffers = 64MB\nfsync = off\nlogging_collector = off\n")
+        with open(os.path.join(data, 'pg_hba.conf'), 'w') as handle:
+            handle.write('local all all peer\n')
+        open(os.path.join(data, 'pg_ident.conf'), 'w').close()
+        for leftover in ('standby.signal', 'postmaster.pid'):
+            if os.path.exists(os.path.join(data, leftover)):
+                os.unlink(os.path.join(data, leftover))
+        # Command-line settings win over postgresql.auto.conf from the backup: private socket and port, no
+        # network, no archiving, no synchronous standby to wait for.
+        options = ("-c port=%s -c listen_addresses='' -c unix_socket_directories='%s' -c archive_mode=off "
+                   "-c synchronous_standby_names='' -c hot_standby=on -c config_file=%s/postgresql.conf "
+                   "-c hba_file=%s/pg_hba.conf -c ident_file=%s/pg_ident.conf" % (port, scratch, data, data, data))
+        proc = subprocess.run([pg_ctl, '-D', data, '-l', logfile, '-o', options, '-w', '-t',
+                               str(args.restore_test_timeout), 'start'],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
+        if proc.returncode != 0:
+            raise Failure('restore test: the scratch instance did not start: %s' % tail(logfile))
+        psql = [os.path.join(args.pg_bin, 'psql'), '-X', '-h', scratch, '-p', port, '-d', 'postgres', '-tA',
+                '-v', 'ON_ERROR_STOP=1']
+        deadline = time.time() + args.restore_test_timeout
+        while True:
+            state = subprocess.run(psql + ['-c', 'SELECT pg_is_in_recovery()'], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, universal_newlines=True, check=False)
+            if state.returncode == 0 and state.stdout.strip() == 'f':
+                break
+            if time.time() > deadline:
+                raise Failure('restore test: recovery did not finish in %d s: %s' % (args.restore_test_timeout, tail(logfile)))
+            time.sleep(1)
+        log_text = open(logfile, errors='replace').read()
+        redo = re.findall(r'redo done at ([0-9A-F]+/[0-9A-F]+)', log_text)
+        last_tx = re.findall(r'last completed transaction was at log time (.+)', log_text)
+        result['redo_done_lsn'] = redo[-1] if redo else None
+        result['last_transaction'] = last_tx[-1].strip() if last_tx else None
+        if args.verify_query:
+            check = subprocess.run(psql + ['-d', args.verify_database, '-c', args.verify_query],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
+            result['check'] = 'query'
+            if check.returncode != 0 or check.stdout.strip().splitlines()[:1] not in (['t'], ['true'], ['1']):
+                raise Failure('restore test: the check query did not return true: %s' % check.stdout.strip()[-1000:])
+        else:
+            check = subprocess.run([os.path.join(args.pg_bin, 'pg_amcheck'), '-h', scratch, '-p', port, '--all',
+                                    '--install-missing', '--heapallindexed'],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
+            result['check'] = 'pg_amcheck'
+            if check.returncode != 0:
+                raise Failure('restore test: pg_amcheck found problems: %s' % check.stdout.strip()[-2000:])
+        result['result'] = 'ok'
+        return result
+    finally:
+        if os.path.exists(os.path.join(data, 'postmaster.pid')):
+            subprocess.run([pg_ctl, '-D', data, '-m', 'immediate', '-w', 'stop'], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, check=False)
+        result['duration_s'] = round(time.time() - started, 1)
+        result['finished'] = now_iso()
+        result['finished_epoch'] = int(time.time())
+        if not args.keep_scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def pbb_config_sections(text):
+    """pgbackrest.conf -> {section: [(option, value), ...]} in file order (repeated options kept)."""
+    sections, current = {}, None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith('#'):
+            continue
+        if line.startswith('[') and line.endswith(']'):
+            current = sections.setdefault(line[1:-1], [])
+        elif current is not None and '=' in line:
+            current.append(tuple(line.split('=', 1)))
+    return sections
+
+
+def check_archiver(args, status):
+    if not args.archiver_json:
+        return
+    try:
+        row = json.loads(args.archiver_json)
+    except ValueError:
+        row = {'error': 'not JSON: %r' % args.archiver_json[:200]}
+    health = pbb.archiver_health(row)
+    status['archiver'] = health
+    if not health['ok']:
+        raise Failure('; '.join(health['reasons']))
 
 
 def main(argv=None):
@@ -151,16 +322,28 @@ def main(argv=None):
     parser.add_argument('--timeout', type=int, default=6 * 3600)
     # The time retention is measured from (epoch seconds; default now): for what-if runs and tests.
     parser.add_argument('--now', type=float, default=0)
+    parser.add_argument('--textfile', default='', help='Prometheus textfile to write (node-exporter)')
+    parser.add_argument('--archiver-json', default='', help="the primary's pg_stat_archiver row (JSON)")
+    parser.add_argument('--pg-bin', default='/usr/lib/postgresql/15/bin')
+    parser.add_argument('--scratch-dir', default='/var/tmp/greenflow-pgbackrest-restore-test')
+    parser.add_argument('--scratch-port', type=int, default=54329)
+    parser.add_argument('--verify-query', default='')
+    parser.add_argument('--verify-database', default='postgres')
+    parser.add_argument('--restore-test-timeout', type=int, default=1800)
+    parser.add_argument('--keep-scratch', action='store_true')
     sub = parser.add_subparsers(dest='action')
     backup = sub.add_parser('backup')
     backup.add_argument('--type', choices=['full', 'diff', 'incr'], default='diff')
-    sub.add_parser('verify')
+    backup.add_argument('--restore-test', action='store_true')
+    verify = sub.add_parser('verify')
+    verify.add_argument('--restore-test', action='store_true')
+    sub.add_parser('restore-test')
     expire = sub.add_parser('expire')
     expire.add_argument('--dry-run', action='store_true')
     sub.add_parser('status')
     args = parser.parse_args(argv)
     if not args.action:
-        parser.error('give an action: backup, verify, expire or status')
+        parser.error('give an action: backup, verify, expire, restore-test or status')
     if args.action == 'status':
         with open(args.status_file) as handle:
             sys.stdout.write(handle.read())
@@ -173,30 +356,59 @@ def main(argv=None):
                 previous = json.load(handle)
         except ValueError:
             previous = {}
-    status = {'action': args.action, 'stanza': args.stanza, 'started': now_iso(),
-              'last_success': previous.get('last_success')}
+    lock_dir = os.path.dirname(args.status_file) if args.status_file else tempfile.gettempdir()
+    lock = open(os.path.join(lock_dir or '.', '.greenflow-pgbackrest.lock'), 'a')
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno in (errno.EAGAIN, errno.EACCES):
+            log('another run is going (lock %s); nothing done' % lock.name)
+            return 75
+        raise
+    status = {'action': args.action, 'stanza': args.stanza, 'started': now_iso()}
+    # What monitoring reads stays from earlier runs until a run replaces it.
+    for key in ('last_success', 'last_backup', 'restore_test', 'verified', 'newest_verified', 'archiver', 'check'):
+        if previous.get(key) is not None:
+            status[key] = previous[key]
     pgbr = PgBackRest(args)
     try:
+        check_archiver(args, status)
         if args.action == 'backup':
+            status['last_backup'] = {'result': 'failed', 'type': args.type, 'started': now_iso()}
             do_check(pgbr, status)
             started = time.time()
             pgbr.run('backup', '--type=%s' % args.type)
             entry = do_verify(pgbr, args, status, check=False)  # checked just before the backup
             status['backup'] = dict(newest_backup(entry) or {}, duration_s=round(time.time() - started, 1))
+            if status['backup'].get('label') not in status['verified']:
+                raise Failure('the new backup %s does not count as verified: %s' % (
+                    status['backup'].get('label'),
+                    '; '.join(pbb.backup_checks(entry).get(status['backup'].get('label'), {}).get('reasons', []))))
+            status['last_backup'] = dict(status['backup'], result='ok', finished=now_iso())
             do_expire(pgbr, args, status)
         elif args.action == 'verify':
             do_verify(pgbr, args, status)
         elif args.action == 'expire':
             do_expire(pgbr, args, status, dry_run=args.dry_run)
+        if args.action == 'restore-test' or getattr(args, 'restore_test', False):
+            restore_test(pgbr, args, status)
         status['result'] = 'ok'
-        status['last_success'] = {'action': args.action, 'finished': now_iso(),
+        status['last_success'] = {'action': args.action, 'finished': now_iso(), 'finished_epoch': int(time.time()),
                                   'backup': status.get('backup', (previous.get('last_success') or {}).get('backup'))}
-    except (Failure, pbb.PgBackRestReportError) as err:
+    except (Failure, pbb.PgBackRestReportError, subprocess.TimeoutExpired, OSError) as err:
         status['result'] = 'failed'
         status['error'] = str(err)
         log(str(err))
+    try:
+        entry = pbb.stanza_info(pgbr.info(), args.stanza)
+        status['verified'] = pbb.verified_labels(entry)
+        status['newest_verified'] = newest_verified(entry, status['verified'])
+    except (Failure, pbb.PgBackRestReportError) as err:
+        log('pgbackrest info for the status: %s' % err)
     status['finished'] = now_iso()
+    status['finished_epoch'] = int(time.time())
     write_status(args.status_file, status)
+    write_textfile(args.textfile, status)
     print(json.dumps(status, sort_keys=True))
     return 0 if status['result'] == 'ok' else 1
 

@@ -169,3 +169,105 @@ def test_diff_whose_full_is_gone_from_the_report_is_not_verified():
 def test_archive_on_a_later_timeline_still_covers_older_backups():
     info = history(('F1', 'full', 10, 2, True, None), archive_max=seg(40, tli=2))
     assert pbb.verified_labels(pbb.stanza_info(info, 't')) == ['F1']
+
+
+# --- restore set, archiver health, metrics -----------------------------------------------------------------
+
+def _both_verified():
+    info = copy.deepcopy(REAL)
+    info[0]['backup'][1]['annotation'] = {'greenflow-verified': '2026-12-02T01:00:00Z'}
+    return info
+
+
+def test_pg_time_with_offset_is_read_and_without_refused():
+    assert pbb.parse_pg_time('1970-01-01 00:00:10+00') == 10
+    assert pbb.parse_pg_time('1970-01-01T01:00:00.5+01:00') == 0.5
+    assert pbb.parse_pg_time('1970-01-01 00:00:00-0130') == 5400
+    assert pbb.parse_pg_time('1970-01-01 00:00:00Z') == 0
+    for bad in ('1970-01-01 00:00:00', 'yesterday', '2026-02-30 00:00:00+00', ''):
+        with pytest.raises(pbb.PgBackRestReportError):
+            pbb.parse_pg_time(bad)
+
+
+def test_latest_restore_takes_the_newest_verified_backup():
+    assert pbb.restore_set(REAL, 't')['set'] == '20261202-005147F'  # the diff is not verified yet
+    chosen = pbb.restore_set(_both_verified(), 't')
+    assert chosen['set'] == '20261202-005147F_20261202-005153D' and chosen['verified']
+    assert pbb.restore_set(REAL, 't', allow_unverified=True)['set'] == '20261202-005147F_20261202-005153D'
+
+
+def test_restore_to_a_time_takes_a_backup_that_ended_before_it():
+    info = _both_verified()
+    assert pbb.restore_set(info, 't', target_time='2026-12-02 00:51:54+00')['set'] == '20261202-005147F'
+    # 1796172715 = 2026-12-02 00:51:55 UTC: the diff stopped exactly then, so it cannot serve that time
+    assert pbb.restore_set(info, 't', target_time='2026-12-02 00:51:55+00')['set'] == '20261202-005147F'
+    assert pbb.restore_set(info, 't', target_time='2026-12-02 00:51:56+00')['set'].endswith('D')
+    with pytest.raises(pbb.PgBackRestReportError, match='no verified backup was consistent before time'):
+        pbb.restore_set(info, 't', target_time='2026-12-02 00:51:52+00')
+
+
+def test_restore_to_an_lsn_takes_a_backup_consistent_at_or_before_it():
+    info = _both_verified()
+    assert pbb.restore_set(info, 't', target_lsn='0/3000050')['set'] == '20261202-005147F'
+    assert pbb.restore_set(info, 't', target_lsn='0/4FFFFFF')['set'] == '20261202-005147F'
+    assert pbb.restore_set(info, 't', target_lsn='0/5000100')['set'].endswith('D')
+    with pytest.raises(pbb.PgBackRestReportError, match='before LSN 0/3000000'):
+        pbb.restore_set(info, 't', target_lsn='0/3000000')
+    with pytest.raises(pbb.PgBackRestReportError, match='not an LSN'):
+        pbb.restore_set(info, 't', target_lsn='3000000')
+    with pytest.raises(pbb.PgBackRestReportError, match='not both'):
+        pbb.restore_set(info, 't', target_lsn='0/1', target_time='2026-12-02 00:51:56+00')
+
+
+def test_a_named_backup_must_exist_be_verified_and_serve_the_target():
+    diff = '20261202-005147F_20261202-005153D'
+    with pytest.raises(pbb.PgBackRestReportError, match='is not verified'):
+        pbb.restore_set(REAL, 't', label=diff)
+    assert pbb.restore_set(REAL, 't', label=diff, allow_unverified=True)['set'] == diff
+    with pytest.raises(pbb.PgBackRestReportError, match='not in the repository'):
+        pbb.restore_set(REAL, 't', label='20261202-005147F_20261202-005200I')
+    with pytest.raises(pbb.PgBackRestReportError, match='label like'):
+        pbb.restore_set(REAL, 't', label='20261202T005147Z')
+    with pytest.raises(pbb.PgBackRestReportError, match='recovery cannot go back'):
+        pbb.restore_set(_both_verified(), 't', label=diff, target_lsn='0/4000000')
+
+
+def test_archiver_health():
+    good = {'archived_count': 10, 'failed_count': 2, 'last_archived_wal': seg(9), 'last_failed_wal': seg(5),
+            'last_archived_time': 200.0, 'last_failed_time': 100.0, 'archive_mode': 'on'}
+    assert pbb.archiver_health(good)['ok'] is True
+    stopped = dict(good, last_failed_time=300.0, last_failed_wal=seg(10))
+    health = pbb.archiver_health(stopped)
+    assert health['ok'] is False and seg(10) in health['reasons'][0] and health['failed_count'] == 2
+    never = dict(good, archived_count=0, last_archived_time=None, last_archived_wal=None)
+    assert pbb.archiver_health(never)['ok'] is False
+    assert pbb.archiver_health(dict(good, archive_mode='off'))['ok'] is False
+    assert pbb.archiver_health({'error': 'connection refused'})['reasons'][0].endswith('connection refused')
+    assert pbb.archiver_health(None)['ok'] is False
+
+
+def test_metrics_text_has_the_known_values_only():
+    status = {'stanza': 'main', 'result': 'failed', 'finished_epoch': 1000, 'verified': ['a', 'b'],
+              'newest_verified': {'label': 'b', 'stop': 900}, 'check': {'exit': 0},
+              'archiver': {'ok': False, 'failed_count': 7, 'last_archived_time': 800.5},
+              'restore_test': {'result': 'ok', 'finished_epoch': 950, 'duration_s': 12.25}}
+    text = pbb.prometheus_text(status)
+    assert 'greenflow_backup_last_run_ok{stanza="main"} 0\n' in text
+    assert 'greenflow_backup_verified_backups{stanza="main"} 2\n' in text
+    assert 'greenflow_backup_last_verified_backup_timestamp_seconds{stanza="main"} 900\n' in text
+    assert 'greenflow_backup_archiver_ok{stanza="main"} 0\n' in text
+    assert 'greenflow_backup_archiver_failed_count{stanza="main"} 7\n' in text
+    assert 'greenflow_backup_archiver_last_archived_timestamp_seconds{stanza="main"} 800.500\n' in text
+    assert 'greenflow_backup_restore_test_ok{stanza="main"} 1\n' in text
+    assert 'greenflow_backup_last_success_timestamp_seconds' not in text  # unknown: left out
+    assert '# TYPE greenflow_backup_archiver_failed_count counter' in text
+
+
+def test_a_verified_backup_verify_finds_damaged_is_withdrawn():
+    entry = pbb.stanza_info(REAL, 't')
+    verify = {'status': 'error', 'archives': {},
+              'backups': {'20261202-005147F': 'invalid', '20261202-005147F_20261202-005153D': 'valid'}}
+    assert pbb.to_withdraw(entry, verify) == ['20261202-005147F']
+    verify['backups']['20261202-005147F'] = 'valid'
+    assert pbb.to_withdraw(entry, verify) == []
+    assert pbb.to_withdraw(entry, {'status': 'ok', 'archives': {}, 'backups': {}}) == []
