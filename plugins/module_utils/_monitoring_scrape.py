@@ -118,6 +118,8 @@ def scrape_configs(groups, addresses, settings=None):
     conf = dict(DEFAULT_SETTINGS)
     conf.update(settings or {})
     for key in ('node_port', 'postgres_port', 'nginx_port', 'mtail_port', 'docker_port'):
+        if key == 'docker_port' and conf[key] in (None, ''):
+            continue    # the Docker engine's metrics are not scraped
         conf[key] = _port(conf[key], key)
     interval = _duration(conf['scrape_interval'], 'scrape_interval')
     timeout = _duration(conf['scrape_timeout'], 'scrape_timeout')
@@ -156,7 +158,8 @@ def scrape_configs(groups, addresses, settings=None):
         job('postgres', _targets(dbs, addresses, conf['postgres_port'], missing, pg_roles)),
         job('nginx', _targets(lbs, addresses, conf['nginx_port'], missing)),
         job('mtail', _targets(lbs, addresses, conf['mtail_port'], missing)),
-        job('docker', _targets(swarm, addresses, conf['docker_port'], missing)),
+        job('docker', _targets(swarm, addresses, conf['docker_port'], missing)
+            if conf['docker_port'] not in (None, '') else []),
     ]
     if probes:
         jobs.append(job(

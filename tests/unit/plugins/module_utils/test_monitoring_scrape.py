@@ -94,3 +94,7 @@ def test_bad_settings_are_refused_clearly(settings, message):
 def test_bad_address_is_refused():
     with pytest.raises(ms.MonitoringConfigError, match="not an address"):
         ms.scrape_configs({"all": ["h1"]}, {"h1": "a b"})
+
+
+def test_docker_metrics_off_when_the_port_is_empty():
+    assert "docker" not in jobs(docker_port="")
