@@ -24,9 +24,16 @@ options:
     type: dict
     required: true
   addresses:
-    description: Host name to its address (or a list, the first is used).
+    description:
+      - Host name to its address (or a list, the first is used).
+      - Without it, the addresses come from O(hostvars).
     type: dict
-    required: true
+  hostvars:
+    description:
+      - The C(hostvars) variable. A host's address is the first set of monitoring_address, firewall_address,
+        postgresql_address, nginx_lb_upstream_address, else its default IPv4 address from facts.
+      - Used for the hosts O(addresses) does not name.
+    type: dict
   settings:
     description: Group names, exporter ports, intervals and blackbox targets (see the role's monitoring_* variables).
     type: dict
@@ -36,7 +43,7 @@ options:
 EXAMPLES = r"""
 - name: The scrape jobs as YAML
   ansible.builtin.debug:
-    msg: "{{ groups | greenflow.platform.monitoring_scrape_configs(addresses={'lb-1': '10.0.0.4'}) | to_nice_yaml }}"
+    msg: "{{ groups | greenflow.platform.monitoring_scrape_configs(hostvars=hostvars) | to_nice_yaml }}"
 """
 
 RETURN = r"""
@@ -50,13 +57,18 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.greenflow.platform.plugins.module_utils._monitoring_scrape import (
     MonitoringConfigError,
+    addresses_from_hostvars,
     scrape_configs,
 )
 
 
-def monitoring_scrape_configs(groups, addresses, settings=None):
+def monitoring_scrape_configs(groups, addresses=None, settings=None, hostvars=None):
     try:
-        return scrape_configs(dict(groups), dict(addresses), dict(settings or {}))
+        found = {}
+        if hostvars is not None:
+            found = addresses_from_hostvars(list(groups.get('all') or []), hostvars)
+        found.update(dict(addresses or {}))
+        return scrape_configs(dict(groups), found, dict(settings or {}))
     except MonitoringConfigError as exc:
         raise AnsibleFilterError('monitoring_scrape_configs: %s' % exc)
 

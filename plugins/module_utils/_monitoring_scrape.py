@@ -109,6 +109,32 @@ def _targets(hosts, addresses, port, missing, extra_labels=None):
     return out
 
 
+ADDRESS_VARIABLES = ('monitoring_address', 'firewall_address', 'postgresql_address', 'nginx_lb_upstream_address')
+
+
+def addresses_from_hostvars(hosts, hostvars):
+    """{host: address}: per host the first set of ADDRESS_VARIABLES, else its default IPv4 address from
+    facts; hosts with none are left out (scrape_configs names them)."""
+    out = {}
+    for host in hosts:
+        try:
+            hv = hostvars[host]
+        except KeyError:
+            continue
+        found = None
+        for name in ADDRESS_VARIABLES:
+            value = hv.get(name) if hasattr(hv, 'get') else None
+            if value:
+                found = value
+                break
+        if not found:
+            facts = (hv.get('ansible_facts') if hasattr(hv, 'get') else None) or {}
+            found = (facts.get('default_ipv4') or {}).get('address')
+        if found:
+            out[host] = found
+    return out
+
+
 def scrape_configs(groups, addresses, settings=None):
     """The scrape_configs list of prometheus.yml for an inventory.
 

@@ -98,3 +98,16 @@ def test_bad_address_is_refused():
 
 def test_docker_metrics_off_when_the_port_is_empty():
     assert "docker" not in jobs(docker_port="")
+
+
+def test_addresses_from_hostvars_in_order_of_preference():
+    hostvars = {
+        "a": {"monitoring_address": "10.0.0.1", "firewall_address": "10.0.0.9"},
+        "b": {"firewall_address": ["10.0.0.2", "fd00::2"], "postgresql_address": "10.0.0.9"},
+        "c": {"postgresql_address": "10.0.0.3", "ansible_facts": {"default_ipv4": {"address": "10.0.0.9"}}},
+        "d": {"nginx_lb_upstream_address": "10.0.0.4"},
+        "e": {"ansible_facts": {"default_ipv4": {"address": "10.0.0.5"}}},
+        "f": {"ansible_facts": {}},
+    }
+    assert ms.addresses_from_hostvars(list(hostvars) + ["unknown"], hostvars) == {
+        "a": "10.0.0.1", "b": ["10.0.0.2", "fd00::2"], "c": "10.0.0.3", "d": "10.0.0.4", "e": "10.0.0.5"}

@@ -1,0 +1,148 @@
+"""Monitoring on the lab: the exporters are scraped, and an injected fault reaches a webhook receiver as a
+firing alert, then as a resolved one after the repair. Prints the time from fault to notification.
+
+    .venv/bin/pytest -q -s tests/lab/test_monitoring.py
+
+The session brings up its own lab (prefix ci-mon-, loopback ports 45481 / 45844) and provisions it with
+site.yml; with GREENFLOW_LAB_REUSE=1 it runs on the provisioned lab of the environment. The lab's
+group_vars/monitoring.yml shortens the durations (scrape and evaluation every 5 s, critical alerts after
+10 s, group_wait 5 s) and points Alertmanager at http://127.0.0.1:9099/alerts on mon-1 with the plain
+webhook format. The receiver is a small Python HTTP server this test starts on mon-1 (the control node
+reaches the lab only through docker exec): it appends every POST body as one line to a file the test reads.
+"""
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+pytestmark = pytest.mark.lab
+
+PREFIX = os.environ.get("GREENFLOW_MON_LAB_PREFIX", "ci-mon-")
+PORTS = (45481, 45844)  # other lab tests use other ports: keep them distinct
+MON = "mon-1"
+RECEIVED = "/tmp/greenflow-alerts.jsonl"
+RECEIVER = r'''
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with open(sys.argv[1], "ab") as f:
+            f.write(body.replace(b"\n", b" ") + b"\n")
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", 9099), H).serve_forever()
+'''
+
+
+@pytest.fixture(scope="module")
+def mon_lab(prefixed_lab):
+    lab = prefixed_lab(PREFIX, PORTS)
+    if not lab.reused:
+        started = time.monotonic()
+        lab.playbook("playbooks/site.yml", timeout=2400)
+        print("\n[monitoring lab] provisioned in %.0f s" % (time.monotonic() - started))
+    return lab
+
+
+@pytest.fixture(scope="module")
+def receiver(mon_lab):
+    """The webhook receiver on mon-1 (stopped at the end)."""
+    mon_lab.exec(MON, "rm", "-f", RECEIVED)
+    write = ["docker", "exec", "-i", mon_lab.container(MON), "sh", "-c", "cat > /tmp/greenflow-receiver.py"]
+    subprocess.run(write, input=RECEIVER, text=True, check=True, timeout=30)
+    mon_lab.exec(MON, "sh", "-c", "nohup python3 /tmp/greenflow-receiver.py %s >/dev/null 2>&1 & "
+                 "echo $! > /tmp/greenflow-receiver.pid" % RECEIVED)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        out = mon_lab.exec(MON, "sh", "-c", "ss -ltn 'sport = :9099' | tail -n +2", check=False)
+        if out.strip():
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the webhook receiver did not start on mon-1")
+    yield
+    mon_lab.exec(MON, "sh", "-c", 'kill "$(cat /tmp/greenflow-receiver.pid)"', check=False)
+
+
+def query(lab, expr):
+    out = lab.exec(MON, "curl", "-sf", "--get", "--data-urlencode", "query=" + expr,
+                   "http://127.0.0.1:9090/api/v1/query")
+    doc = json.loads(out)
+    assert doc["status"] == "success", doc
+    return doc["data"]["result"]
+
+
+def notifications(lab):
+    out = lab.exec(MON, "sh", "-c", "cat %s 2>/dev/null || true" % RECEIVED)
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def wait_for_notification(lab, alertname, instance, status, since, timeout):
+    """Seconds from `since` (monotonic) until the receiver got `alertname` on `instance` with `status`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for group in notifications(lab):
+            for alert in group.get("alerts", []):
+                labels = alert.get("labels", {})
+                if (labels.get("alertname") == alertname and labels.get("instance") == instance
+                        and alert.get("status") == status):
+                    return time.monotonic() - since
+        time.sleep(1)
+    pytest.fail("no %s notification of %s on %s within %d s; received: %s"
+                % (status, alertname, instance, timeout, json.dumps(notifications(lab))[-3000:]))
+
+
+def test_every_target_is_scraped(mon_lab):
+    deadline = time.monotonic() + 90
+    while True:
+        results = query(mon_lab, "up")
+        down = sorted("%s/%s" % (r["metric"]["job"], r["metric"]["instance"]) for r in results
+                      if r["value"][1] != "1")
+        jobs = {r["metric"]["job"] for r in results}
+        if not down and {"node", "postgres", "nginx", "mtail", "docker", "blackbox", "prometheus",
+                         "alertmanager"} <= jobs:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail("targets down: %s; jobs: %s" % (down, sorted(jobs)))
+        time.sleep(3)
+    nodes = {r["metric"]["instance"] for r in results if r["metric"]["job"] == "node"}
+    assert nodes == {"swarm-manager-1", "swarm-worker-1", "swarm-worker-2", "lb-1", "pg-primary-1",
+                     "pg-replica-1", "mon-1"}
+    roles = {r["metric"]["instance"]: r["metric"]["pg_role"] for r in query(mon_lab, "pg_up")}
+    assert roles == {"pg-primary-1": "primary", "pg-replica-1": "replica"}
+    assert [r["value"][1] for r in query(mon_lab, 'greenflow_pg_replica_streaming{instance="pg-replica-1"}')] == ["1"]
+
+
+def test_per_colour_traffic_from_the_access_log(mon_lab):
+    for _ in range(20):
+        mon_lab.exec("lb-1", "curl", "-sk", "-o", "/dev/null", "https://127.0.0.1/", check=False)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        results = query(mon_lab, "sum by (app, pool) (greenflow_http_requests_total)")
+        if results:
+            break
+        time.sleep(2)
+    assert results, "mtail counted no requests"
+    print("\n[monitoring] requests per app and colour: %s"
+          % {(r["metric"].get("app"), r["metric"].get("pool")): r["value"][1] for r in results})
+
+
+def test_replica_postgresql_stopped_alerts_and_resolves(mon_lab, receiver):
+    service = mon_lab.exec("pg-replica-1", "sh", "-c",
+                           "systemctl list-units --type=service --state=running --no-legend 'postgresql@*' "
+                           "| awk '{print $1}' | head -1").strip()
+    assert service, "no running postgresql@ unit on pg-replica-1"
+    fault = time.monotonic()
+    mon_lab.exec("pg-replica-1", "systemctl", "stop", service)
+    try:
+        fired = wait_for_notification(mon_lab, "PostgresqlDown", "pg-replica-1", "firing", fault, 180)
+        print("\n[monitoring] PostgresqlDown (replica stopped): fault to firing notification %.1f s" % fired)
+    finally:
+        repair = time.monotonic()
+        mon_lab.exec("pg-replica-1", "systemctl", "start", service)
+    resolved = wait_for_notification(mon_lab, "PostgresqlDown", "pg-replica-1", "resolved", repair, 180)
+    print("[monitoring] PostgresqlDown: repair to resolved notification %.1f s" % resolved)
