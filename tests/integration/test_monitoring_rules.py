@@ -227,3 +227,46 @@ def test_the_roles_mtail_check_on_a_temporary_file(tmp_path, program, ok):
     proc = subprocess.run(command.replace("%s", str(candidate)), shell=True, capture_output=True, text=True,
                           timeout=60)
     assert (proc.returncode == 0) == ok, proc.stderr[-2000:]
+
+
+# --- The Grafana dashboards ---------------------------------------------------------------------------------
+
+DASHBOARDS = os.path.join(ROLE, "files", "grafana")
+
+
+def dashboard_queries():
+    out = []
+    for name in sorted(os.listdir(DASHBOARDS)):
+        with open(os.path.join(DASHBOARDS, name)) as f:
+            board = json.load(f)
+        for panel in board["panels"]:
+            for target in panel["targets"]:
+                out.append((name, panel["title"], target["expr"]))
+    return out
+
+
+def test_dashboards_are_provisioning_ready():
+    names = sorted(os.listdir(DASHBOARDS))
+    assert names == ["greenflow-hosts.json", "greenflow-overview.json", "greenflow-postgresql.json",
+                     "greenflow-releases.json"]
+    uids = set()
+    for name in names:
+        with open(os.path.join(DASHBOARDS, name)) as f:
+            board = json.load(f)
+        assert board["uid"] == name[:-5] and board["uid"] not in uids
+        uids.add(board["uid"])
+        assert [v["name"] for v in board["templating"]["list"]] == ["datasource"]
+        ids = [p["id"] for p in board["panels"]]
+        assert len(ids) == len(set(ids)) and board["panels"]
+        for panel in board["panels"]:
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+            assert panel["targets"] and all(t["expr"].strip() for t in panel["targets"])
+
+
+def test_every_dashboard_query_parses(tmp_path):
+    """Each panel's PromQL, as a recording rule, through `promtool check rules` (the lab test runs them)."""
+    rules = [{"record": "greenflow:dashboard_query:%d" % n, "expr": expr}
+             for n, (_, _, expr) in enumerate(dashboard_queries())]
+    (tmp_path / "d.yml").write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+    proc = promtool("check", "rules", "d.yml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
