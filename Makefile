@@ -26,7 +26,7 @@ DEBIAN_PACKAGES := docker.io debootstrap nginx-light libnginx-mod-http-lua lua-r
                    rsync curl openssl shellcheck nftables prometheus prometheus-alertmanager mtail
 
 .PHONY: help demo test venv debian-packages docker lab-up lab-down lab-status lab-image \
-        test-unit test-integration test-lab test-data test-release test-firewall test-shared-lab test-package lint sanity \
+        test-unit test-integration test-lab test-data test-release test-firewall test-monitoring test-shared-lab test-package lint sanity \
         molecule clean
 
 help:
@@ -105,6 +105,11 @@ test-release: venv docker
 # The host firewall on a prefixed lab of its own: the reachability matrix, restarts, a reboot.
 test-firewall: venv docker
 	pytest -q -s tests/lab/test_firewall.py
+
+# Monitoring on a prefixed lab of its own: every target scraped, per-colour traffic, the dashboards' queries,
+# PostgreSQL stopped on the replica -> webhook notification, resolved after the repair (times printed).
+test-monitoring: venv docker
+	pytest -q -s tests/lab/test_monitoring.py
 
 molecule: venv docker
 	molecule test --all
