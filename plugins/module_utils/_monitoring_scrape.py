@@ -70,14 +70,6 @@ def _hosts(groups, name):
     return list(groups.get(name) or [])
 
 
-def _unique(items):
-    out = []
-    for item in items:
-        if item not in out:
-            out.append(item)
-    return out
-
-
 def host_port(address, port):
     """'10.0.0.5', 9100 -> '10.0.0.5:9100'; IPv6 addresses in brackets; a name stays a name."""
     address = str(address).strip()
@@ -158,13 +150,14 @@ def scrape_configs(groups, addresses, settings=None):
         if not isinstance(url, str) or not re.match(r'^https?://[^\s/]+', url):
             raise MonitoringConfigError('blackbox_targets: not an http(s) URL: %r' % (url,))
 
-    lbs = _hosts(groups, conf['lb_group'])
-    swarm = _unique([h for g in conf['swarm_groups'] for h in _hosts(groups, g)])
-    primaries = _hosts(groups, conf['primary_group'])
-    replicas = [h for h in _hosts(groups, conf['replica_group']) if h not in primaries]
-    dbs = _unique(primaries + replicas)
+    # sorted: the same inventory gives the same file, whatever order the groups come in (idempotence)
+    lbs = sorted(_hosts(groups, conf['lb_group']))
+    swarm = sorted(set(h for g in conf['swarm_groups'] for h in _hosts(groups, g)))
+    primaries = sorted(_hosts(groups, conf['primary_group']))
+    replicas = sorted(h for h in _hosts(groups, conf['replica_group']) if h not in primaries)
+    dbs = sorted(set(primaries + replicas))
     monitoring = _hosts(groups, conf['monitoring_group'])
-    every = _unique(list(groups.get('all') or []) + lbs + swarm + dbs + monitoring)
+    every = sorted(set(list(groups.get('all') or []) + lbs + swarm + dbs + monitoring))
     missing = []
 
     def job(name, static_configs, **extra):

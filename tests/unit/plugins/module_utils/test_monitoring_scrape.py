@@ -111,3 +111,10 @@ def test_addresses_from_hostvars_in_order_of_preference():
     }
     assert ms.addresses_from_hostvars(list(hostvars) + ["unknown"], hostvars) == {
         "a": "10.0.0.1", "b": ["10.0.0.2", "fd00::2"], "c": "10.0.0.3", "d": "10.0.0.4", "e": "10.0.0.5"}
+
+
+def test_the_order_of_the_inventory_does_not_change_the_result():
+    shuffled = {k: list(reversed(v)) for k, v in GROUPS.items()}
+    assert ms.scrape_configs(shuffled, ADDR) == ms.scrape_configs(GROUPS, ADDR)
+    node = jobs()["node"]
+    assert [sc["labels"]["instance"] for sc in node["static_configs"]] == sorted(GROUPS["all"])
