@@ -131,21 +131,63 @@ def test_per_colour_traffic_from_the_access_log(mon_lab):
           % {(r["metric"].get("app"), r["metric"].get("pool")): r["value"][1] for r in results})
 
 
-def test_replica_postgresql_stopped_alerts_and_resolves(mon_lab, receiver):
-    service = mon_lab.exec("pg-replica-1", "sh", "-c",
-                           "systemctl list-units --type=service --state=running --no-legend 'postgresql@*' "
-                           "| awk '{print $1}' | head -1").strip()
-    assert service, "no running postgresql@ unit on pg-replica-1"
-    fault = time.monotonic()
-    mon_lab.exec("pg-replica-1", "systemctl", "stop", service)
+def psql(lab, host, sql):
+    return lab.exec(host, "su", "postgres", "-c", "psql -XAtqc %s" % json.dumps(sql)).strip()
+
+
+def running_postgresql(lab, host):
+    service = lab.exec(host, "sh", "-c", "systemctl list-units --type=service --state=running --no-legend "
+                       "'postgresql@*' | awk '{print $1}' | head -1").strip()
+    assert service, "no running postgresql@ unit on %s" % host
+    return service
+
+
+def break_replica(lab):
+    service = running_postgresql(lab, "pg-replica-1")
+    lab.exec("pg-replica-1", "systemctl", "stop", service)
+    return lambda: lab.exec("pg-replica-1", "systemctl", "start", service)
+
+
+def break_swarm_worker(lab):
+    lab.exec("swarm-worker-2", "systemctl", "stop", "docker.socket", "docker.service")
+    return lambda: lab.exec("swarm-worker-2", "systemctl", "start", "docker.socket", "docker.service")
+
+
+def break_wal_archiving(lab):
+    """archive_command fails (ALTER SYSTEM, reset at the repair); a WAL switch makes it try at once."""
+    psql(lab, "pg-primary-1", "ALTER SYSTEM SET archive_command = 'false'")
+    psql(lab, "pg-primary-1", "SELECT pg_reload_conf()")
+    psql(lab, "pg-primary-1", "CREATE TABLE IF NOT EXISTS greenflow_monitoring_probe (at timestamptz)")
+    psql(lab, "pg-primary-1", "INSERT INTO greenflow_monitoring_probe VALUES (now())")
+    psql(lab, "pg-primary-1", "SELECT pg_switch_wal()")
+
+    def repair():
+        psql(lab, "pg-primary-1", "ALTER SYSTEM RESET archive_command")
+        psql(lab, "pg-primary-1", "SELECT pg_reload_conf()")
+        psql(lab, "pg-primary-1", "DROP TABLE IF EXISTS greenflow_monitoring_probe")
+    return repair
+
+
+FAULTS = [
+    # (fault, alert, instance it names, inject -> repair)
+    ("PostgreSQL stopped on the replica", "PostgresqlDown", "pg-replica-1", break_replica),
+    ("Docker stopped on a swarm worker", "SwarmNodeDown", "swarm-worker-2", break_swarm_worker),
+    ("WAL archiving broken on the primary", "WalArchivingFailing", "pg-primary-1", break_wal_archiving),
+]
+
+
+@pytest.mark.parametrize("fault,alert,instance,inject", FAULTS, ids=[f[1] for f in FAULTS])
+def test_fault_alerts_and_resolves(mon_lab, receiver, fault, alert, instance, inject):
+    started = time.monotonic()
+    repair = inject(mon_lab)
     try:
-        fired = wait_for_notification(mon_lab, "PostgresqlDown", "pg-replica-1", "firing", fault, 180)
-        print("\n[monitoring] PostgresqlDown (replica stopped): fault to firing notification %.1f s" % fired)
+        fired = wait_for_notification(mon_lab, alert, instance, "firing", started, 240)
+        print("\n[monitoring] %s: %s on %s, fault to firing notification %.1f s" % (fault, alert, instance, fired))
     finally:
-        repair = time.monotonic()
-        mon_lab.exec("pg-replica-1", "systemctl", "start", service)
-    resolved = wait_for_notification(mon_lab, "PostgresqlDown", "pg-replica-1", "resolved", repair, 180)
-    print("[monitoring] PostgresqlDown: repair to resolved notification %.1f s" % resolved)
+        repaired = time.monotonic()
+        repair()
+    resolved = wait_for_notification(mon_lab, alert, instance, "resolved", repaired, 240)
+    print("[monitoring] %s: repair to resolved notification %.1f s" % (alert, resolved))
 
 
 # The backup tool writes greenflow_backup_* only once it has run (scheduled by cron): on a fresh lab these
