@@ -18,11 +18,15 @@ LAB_INVENTORY := inventories/lab
 # shellcheck is for ansible-test's shellcheck sanity test.
 # nftables: the firewall render tests check every rendered rule set with `nft -c -f` (nothing is loaded).
 # libnginx-mod-http-lua and lua-resty-core: the reload-free split (nginx_lb_reload_free) in the integration tests.
+# prometheus (promtool), prometheus-alertmanager (amtool) and mtail: the monitoring role's rules, Alertmanager
+# configuration and mtail program are checked and unit-tested with them (tests/integration/test_monitoring_rules.py).
+# Debian enables their daemons on install; on a control node with systemd, `systemctl disable --now prometheus
+# prometheus-alertmanager mtail` if you do not want them running.
 DEBIAN_PACKAGES := docker.io debootstrap nginx-light libnginx-mod-http-lua lua-resty-core wrk postgresql pgbackrest python3-venv \
-                   rsync curl openssl shellcheck nftables
+                   rsync curl openssl shellcheck nftables prometheus prometheus-alertmanager mtail
 
 .PHONY: help demo test venv debian-packages docker lab-up lab-down lab-status lab-image \
-        test-unit test-integration test-lab test-data test-release test-firewall test-shared-lab test-package lint sanity \
+        test-unit test-integration test-lab test-data test-release test-firewall test-monitoring test-shared-lab test-package lint sanity \
         molecule clean
 
 help:
@@ -101,6 +105,11 @@ test-release: venv docker
 # The host firewall on a prefixed lab of its own: the reachability matrix, restarts, a reboot.
 test-firewall: venv docker
 	pytest -q -s tests/lab/test_firewall.py
+
+# Monitoring on a prefixed lab of its own: every target scraped, per-colour traffic, the dashboards' queries,
+# PostgreSQL stopped on the replica -> webhook notification, resolved after the repair (times printed).
+test-monitoring: venv docker
+	pytest -q -s tests/lab/test_monitoring.py
 
 molecule: venv docker
 	molecule test --all

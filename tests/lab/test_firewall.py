@@ -41,16 +41,18 @@ WORKERS = ["swarm-worker-1", "swarm-worker-2"]
 SWARM = MANAGERS + WORKERS
 DB = ["pg-primary-1", "pg-replica-1"]
 BACKUP = ["pg-replica-1"]  # pg_backup_host
-HOSTS = LB + SWARM + DB
+MONITORING = ["mon-1"]
+HOSTS = LB + SWARM + DB + MONITORING
 OUTSIDER = "outsider"  # a plain container on the lab network, no part of the platform
 PUBLISHED = [8001, 8002]  # app_release_published_ports
-TCP_PORTS = [22, 80, 443, 2377, 7946, 5432, 8432, 9100, 9113, 9187] + PUBLISHED
+# exporters: node 9100 (every host), postgres 9187, nginx 9113 and mtail 3903 (lb), Docker engine 9323 (swarm)
+TCP_PORTS = [22, 80, 443, 2377, 7946, 5432, 8432, 9100, 9113, 9187, 3903, 9323, 9090, 9093] + PUBLISHED
 UDP_PORTS = [7946, 4789]
 UDP_DATAGRAMS = 3
 
 
 def expected(source, target, protocol, port):
-    """The policy of docs/firewall.md, written out for the lab (no admin networks, no monitoring hosts):
+    """The policy of docs/firewall.md, written out for the lab (no admin networks; mon-1 is the monitoring host):
     True when `source` may reach `port` on `target`."""
     if protocol == "udp":  # gossip and VXLAN between swarm nodes
         return source in SWARM and target in SWARM
@@ -63,12 +65,20 @@ def expected(source, target, protocol, port):
     if port in PUBLISHED:
         return target in SWARM and source in LB
     if port == 5432:
-        return target in DB and source in SWARM + DB + BACKUP
+        return target in DB and source in SWARM + DB + BACKUP + MONITORING
     if port == 22:  # pg_backup's WAL push: database hosts to the backup host; no admin networks here
         return target in BACKUP and source in DB
     if port == 8432:  # pgBackRest's TLS servers: the repository's from database hosts, and the reverse
         return (target in BACKUP and source in DB) or (target in DB and source in BACKUP)
-    return False  # the exporters (9100, 9113, 9187): only from monitoring, which the lab has not
+    if port == 9100:  # node exporter on every host, from monitoring only
+        return source in MONITORING
+    if port == 9187:
+        return target in DB and source in MONITORING
+    if port in (9113, 3903):
+        return target in LB and source in MONITORING
+    if port == 9323:
+        return target in SWARM and source in MONITORING
+    return False  # Prometheus 9090 and Alertmanager 9093 listen on mon-1's loopback: no rule opens them
 
 
 # ------------------------------------------------------------------------------------------ the lab
