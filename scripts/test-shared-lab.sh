@@ -8,8 +8,10 @@
 #      keeps its rate on a small machine (a lower CPU weight for the PostgreSQL containers as well
 #      made the data side take longer than both scenarios one after the other);
 #   3. the host firewall (tests/lab/test_firewall.py): the reachability matrix, restarts, a reboot;
-#   4. destroy the lab, also when a step failed or the run was interrupted.
-# Each scenario can still run on a lab of its own: make molecule | test-release | test-data.
+#   4. monitoring (tests/lab/test_monitoring.py): scrapes, faults to the alert webhook, dashboards;
+#   5. destroy the lab, also when a step failed or the run was interrupted.
+# Each scenario can still run on a lab of its own: make molecule | test-release | test-data |
+# test-firewall | test-monitoring.
 #
 # The lab is prefixed (GREENFLOW_SHARED_LAB_PREFIX, default ci-shared-, loopback ports 46080 / 46443),
 # so `make test` never touches the default lab of `make demo`. Output lines of step 2 carry the
@@ -60,3 +62,10 @@ elapsed "release and data scenarios, side by side" "$started"
 started=$(date +%s)
 pytest -q -s -p no:cacheprovider tests/lab/test_firewall.py
 elapsed "firewall (matrix, restarts, reboot)" "$started"
+
+# monitoring: every target scraped, per-colour traffic, faults (PostgreSQL stopped, a swarm node down,
+# WAL archiving broken) reaching the webhook and resolving, every dashboard query (it stops services:
+# after everything else)
+started=$(date +%s)
+pytest -q -s -p no:cacheprovider tests/lab/test_monitoring.py
+elapsed "monitoring (targets, traffic per colour, faults to the webhook, dashboards)" "$started"
