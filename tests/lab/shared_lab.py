@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 REUSE_LAB = os.environ.get("GREENFLOW_LAB_REUSE") == "1"
-LAB_HOSTS = ("swarm-manager-1", "swarm-worker-1", "swarm-worker-2", "lb-1", "pg-primary-1", "pg-replica-1")
+LAB_HOSTS = ("swarm-manager-1", "swarm-worker-1", "swarm-worker-2", "lb-1", "pg-primary-1", "pg-replica-1", "mon-1")
 
 
 def lab_address(prefix, ports):

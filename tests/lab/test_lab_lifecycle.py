@@ -1,4 +1,4 @@
-"""The lab itself: lab-up creates the six hosts, a second lab-up changes nothing, lab-down removes
+"""The lab itself: lab-up creates every host of the inventory, a second lab-up changes nothing, lab-down removes
 exactly what the lab made. While its hosts are still bare, site.yml is given bad input (no manager, a
 replica without primary, a port out of range, a missing password) and must fail in its preflight with a
 message naming the problem, with no host changed. Runs in its own prefixed lab so that it never touches
@@ -53,7 +53,7 @@ def lab():
     _playbook("lab/lab-down.yml")
 
 
-def test_lab_up_creates_six_systemd_hosts_with_loopback_ports(lab):
+def test_lab_up_creates_every_host_as_a_systemd_container_with_loopback_ports(lab):
     first, _ = lab
     assert first["localhost"] > 0
     names = sorted(_docker("ps", "--filter", "label=" + LABEL, "--format", "{{.Names}}"))
