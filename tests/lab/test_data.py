@@ -336,6 +336,8 @@ def test_a_backup_while_archiving_is_stopped_is_not_ok(lab):
     psql(PRIMARY, "ALTER SYSTEM SET archive_command = '/bin/false'", db='postgres')
     psql(PRIMARY, 'SELECT pg_reload_conf()', db='postgres')
     try:
+        # a WAL record first: on an idle server pg_switch_wal() makes no new segment, and nothing is archived
+        psql(PRIMARY, "SELECT pg_logical_emit_message(false, 'greenflow-test', 'archiving stopped')", db='postgres')
         psql(PRIMARY, 'SELECT pg_switch_wal()', db='postgres')
         wait_for('an archiving failure', lambda: psql(PRIMARY, 'SELECT failed_count > 0 AND last_failed_time > '
                                                       "coalesce(last_archived_time, '-infinity') FROM pg_stat_archiver",
