@@ -492,22 +492,9 @@ class ActionModule(ActionBase):
             self._renew_lease()
             poll_start = time.monotonic()
             # traffic_window probes the new colour from the load balancer while it reads the log
-            window_args = dict(self._probe_args(), log_path=a["log_path"], pools=attribution,
-                               position=step["position"], latency_thresholds_ms=thresholds)
-            if a.get("log_match"):
-                window_args["match"] = a["log_match"]
-            window = self._run(WINDOW_MODULE, window_args)
-            health = window.get("health") or []
+            window, health, view, decision = self._read_window(step["position"], attribution, thresholds)
             now = time.monotonic()
-            if window.get("failed"):
-                decision = {"verdict": gates_mod.ABORT, "breaches": [
-                    {"metric": "traffic_window", "value": window.get("msg"), "op": "failed",
-                     "threshold": a["log_path"]}],
-                    "reasons": ["cannot read the access log: %s" % window.get("msg")]}
-                view = {}
-            else:
-                view = candidate_view(window, a["to_color"], a["count_unattributed_5xx"],
-                                      thresholds)
+            if decision is None:
                 decision = gates_mod.evaluate(view, gates, final=now >= dwell_end,
                                               wait_over=now >= wait_end, health=health)
             poll = {"t": round(now - t0, 3), "verdict": decision["verdict"],
@@ -582,35 +569,18 @@ class ActionModule(ActionBase):
             self._renew_lease()
             poll_start = time.monotonic()
             start = gates_mod.rolling_start(marks, poll_start, window_seconds, first)
-            window_args = dict(self._probe_args(), log_path=a["log_path"], pools=attribution,
-                               position=start, latency_thresholds_ms=thresholds)
-            if a.get("log_match"):
-                window_args["match"] = a["log_match"]
-            window = self._run(WINDOW_MODULE, window_args)
-            health = window.get("health") or []
+            window, health, view, decision = self._read_window(start, attribution, thresholds)
             now = time.monotonic()
-            if window.get("failed"):
-                decision = {"verdict": gates_mod.ABORT, "breaches": [
-                    {"metric": "traffic_window", "value": window.get("msg"), "op": "failed",
-                     "threshold": a["log_path"]}],
-                    "reasons": ["cannot read the access log: %s" % window.get("msg")]}
-                view = {}
-            else:
+            if decision is None:
                 marks.append((now, window.get("position")))
                 while len(marks) > 1 and marks[1][0] <= now - window_seconds:
                     marks.pop(0)
-                view = candidate_view(window, a["to_color"], a["count_unattributed_5xx"], thresholds)
                 whole_view = None
                 if now >= watch_end:
-                    whole_args = dict(log_path=a["log_path"], pools=attribution, position=first,
-                                      latency_thresholds_ms=thresholds)
-                    if a.get("log_match"):
-                        whole_args["match"] = a["log_match"]
-                    whole = self._run(WINDOW_MODULE, whole_args)
-                    if whole.get("failed"):
+                    whole, _health, whole_view, failed = self._read_window(first, attribution, thresholds, probe=False)
+                    if failed:
                         raise AnsibleActionFail("cannot read the access log %s for the whole watch: %s"
                                                 % (a["log_path"], whole.get("msg")))
-                    whole_view = candidate_view(whole, a["to_color"], a["count_unattributed_5xx"], thresholds)
                 decision = gates_mod.evaluate_watch(view, gates, health=health, whole=whole_view)
             poll = {"t": round(now - t0, 3), "verdict": decision["verdict"],
                     "requests": view.get("requests"), "errors_5xx": view.get("errors_5xx"),
@@ -650,6 +620,23 @@ class ActionModule(ActionBase):
                 self._args["to_color"], watch.get("requests"), _pct(watch.get("error_rate")),
                 _ms(watch.get("p95_ms")), watch.get("verdict"), watch.get("seconds") or 0.0,
                 (": " + "; ".join(watch["reasons"])) if watch.get("reasons") else ""))
+
+    def _read_window(self, position, attribution, thresholds, probe=True):
+        """traffic_window on the load balancer from ``position`` (with the health probes unless ``probe`` is
+        false). Returns (window, health, view, abort): ``abort`` is the decision when the log cannot be read
+        (else None), ``view`` the new colour's numbers."""
+        a = self._args
+        args = dict(self._probe_args() if probe else {}, log_path=a["log_path"], pools=attribution,
+                    position=position, latency_thresholds_ms=thresholds)
+        if a.get("log_match"):
+            args["match"] = a["log_match"]
+        window = self._run(WINDOW_MODULE, args)
+        if window.get("failed"):
+            return window, [], {}, {"verdict": gates_mod.ABORT, "breaches": [
+                {"metric": "traffic_window", "value": window.get("msg"), "op": "failed", "threshold": a["log_path"]}],
+                "reasons": ["cannot read the access log: %s" % window.get("msg")]}
+        view = candidate_view(window, a["to_color"], a["count_unattributed_5xx"], thresholds)
+        return window, window.get("health") or [], view, None
 
     def _show(self, step):
         a = self._args
