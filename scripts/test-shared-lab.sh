@@ -47,25 +47,26 @@ trap destroy EXIT INT TERM
 
 started=$(date +%s)
 # syntax, create, converge, idempotence, verify; --destroy=never leaves the lab for step 2
-molecule test --destroy=never
+# (each playbook run ends with its time per role and in total: where the converge's minutes go)
+ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_roles,ansible.posix.timer molecule test --destroy=never
 elapsed "molecule (create, converge, idempotence, verify)" "$started"
 
 started=$(date +%s)
 export GREENFLOW_LAB_REUSE=1
 scripts/side-by-side.sh \
-  release "pytest -q -s -p no:cacheprovider tests/lab/test_release.py" \
-  data "nice -n 10 pytest -q -s -p no:cacheprovider tests/lab/test_data.py"
+  release "pytest -q -s -p no:cacheprovider --durations=12 tests/lab/test_release.py" \
+  data "nice -n 10 pytest -q -s -p no:cacheprovider --durations=12 tests/lab/test_data.py"
 elapsed "release and data scenarios, side by side" "$started"
 
 # last: the firewall's reachability matrix, then Docker and nftables restarted on a worker and another
 # rebooted (after the scenarios that use those hosts)
 started=$(date +%s)
-pytest -q -s -p no:cacheprovider tests/lab/test_firewall.py
+pytest -q -s -p no:cacheprovider --durations=12 tests/lab/test_firewall.py
 elapsed "firewall (matrix, restarts, reboot)" "$started"
 
 # monitoring: every target scraped, per-colour traffic, faults (PostgreSQL stopped, a swarm node down,
 # WAL archiving broken) reaching the webhook and resolving, every dashboard query (it stops services:
 # after everything else)
 started=$(date +%s)
-pytest -q -s -p no:cacheprovider tests/lab/test_monitoring.py
+pytest -q -s -p no:cacheprovider --durations=12 tests/lab/test_monitoring.py
 elapsed "monitoring (targets, traffic per colour, faults to the webhook, dashboards)" "$started"
