@@ -119,18 +119,17 @@ molecule: venv docker
 test-shared-lab: venv docker
 	scripts/test-shared-lab.sh
 
-# The integration tests (mostly waiting, on real nginx on 127.0.0.1) run beside the shared lab, which
-# meanwhile mostly waits on package installs inside the lab hosts; lines are prefixed with
-# [integration] and [shared-lab] (scripts/side-by-side.sh).
-# Before that, unit tests and lint run beside the lab's own life cycle (which needs no other lab or
-# test container to come or go while it runs, so it does not overlap the two after it); and first of
-# all the venv is installed while the Debian packages, the Docker engine and the lab image are set up.
+# The shared lab is the long pole: it starts as soon as the venv and the lab image are there. Beside it,
+# one after another: unit tests and lint, the integration tests (mostly waiting, on real nginx on
+# 127.0.0.1), sanity, the package tests and last the lab's own life cycle (it needs no other test
+# container to come or go while it runs: the integration tests' containers are gone by then, and the
+# shared lab only makes its firewall test's container much later). Lines are prefixed with [checks]
+# and [shared-lab] (scripts/side-by-side.sh); -k: one failing step does not hide the others' results.
+# First of all the venv is installed while the Debian packages, the Docker engine and the lab image are set up.
 test:
 	scripts/side-by-side.sh venv "$(MAKE) --no-print-directory venv" \
 	  lab-image "$(MAKE) --no-print-directory lab-image"
-	scripts/side-by-side.sh unit-lint "$(MAKE) --no-print-directory test-unit lint" \
-	  lab-lifecycle "$(MAKE) --no-print-directory test-lab"
-	scripts/side-by-side.sh integration "$(MAKE) --no-print-directory -k test-integration sanity test-package" \
+	scripts/side-by-side.sh checks "$(MAKE) --no-print-directory -k test-unit lint test-integration sanity test-package test-lab" \
 	  shared-lab "$(MAKE) --no-print-directory test-shared-lab"
 
 clean: lab-down
