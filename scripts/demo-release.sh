@@ -9,6 +9,15 @@ inventory=inventories/lab
 
 ansible-playbook -i "$inventory" lab/load-images.yml
 
+# deploy.yml's backup gate wants a verified backup from the last 26 hours: a fresh lab has none yet
+# (the lab keeps its pgBackRest repository on pg-replica-1, its pg_backup_host).
+status=$(ansible -i "$inventory" pg-replica-1 -b -m ansible.builtin.command \
+  -a "cat /var/lib/greenflow-pgbackrest/status.json" 2>/dev/null || true)
+if ! grep -q '"newest_verified": {' <<<"$status"; then
+  echo "=== A first full backup (pgBackRest, verified): deploy.yml releases only with a fresh one"
+  ansible-playbook -i "$inventory" playbooks/backup.yml -e pg_backup_type=full
+fi
+
 live=$(curl -ksf --max-time 5 "https://127.0.0.1:${https_port}/version" || true)
 if [ -z "$live" ]; then
   echo "=== First release: demo v1 (all traffic at once: there is nothing to shift from)"

@@ -89,6 +89,12 @@ options:
         keys only (C(env_keys)) - C(-v) prints every result. The values come back in one place only, the
         C(target) of RV(plan)'s C(rollback), which rollback.yml redeploys exactly.
     type: dict
+  backup:
+    description:
+      - With O(action=begin) and O(kind=deploy), the backup the release's backup gate found (what
+        M(greenflow.platform.backup_gate) returns in RV(greenflow.platform.backup_gate#module:newest_verified), and C(taken_first) when the
+        release took it), kept with the entry - the restore point of the release.
+    type: dict
   nginx_shares:
     description:
       - nginx's current split of the app, as M(greenflow.platform.nginx_upstream) returns it when it only
@@ -339,6 +345,8 @@ def _change(module, record, now):
         if p["kind"] == "rollback" and p["restores"] is None:
             module.fail_json(msg="kind=rollback needs restores (the id of the deploy entry it puts back)")
         fields = dict((name, p[name]) for name in ("version", "image", "color", "previous_color", "user", "restores", "env"))
+        if p["backup"] and p["kind"] == "deploy":
+            fields["backup"] = p["backup"]
         fields["started_at"] = _now_iso(now)
         return rr.begin(record, p["kind"], fields, now, p["stale_after"], p["force"], p["expect_live"]), planned
     if p["action"] in ("lease", "renew", "release"):
@@ -403,6 +411,7 @@ def main():
             restores=dict(type="int"),
             user=dict(type="str"),
             env=dict(type="dict"),
+            backup=dict(type="dict"),
             nginx_shares=dict(type="dict"),
             id=dict(type="int"),
             outcome=dict(type="str", choices=["succeeded", "failed"]),

@@ -40,6 +40,28 @@ FAST = ["-e", "cutover_step_seconds=4", "-e", "cutover_min_requests=20"]
 QUICK = ["-e", '{"cutover_steps": [100]}', "-e", "cutover_step_seconds=2", "-e", "cutover_min_requests=5"]
 
 
+# The backup gate (deploy.yml) reads this status file on the backup host, written by the tests (a fresh
+# verified backup unless a test says otherwise); inventories/lab/group_vars/all/pg_backup.yml picks it up.
+BACKUP_HOST = "pg-replica-1"
+BACKUP_STATUS = "/tmp/greenflow-release-tests-backup-status.json"
+
+
+def write_backup_status(lab, age_hours=1.0, last_result="ok", error=None):
+    """A status document as greenflow-pgbackrest writes it: the newest verified backup `age_hours` old."""
+    stop = int(time.time() - age_hours * 3600)
+    label = time.strftime("%Y%m%d-%H%M%SF", time.gmtime(stop))
+    status = {"action": "backup", "stanza": "main", "result": "failed" if error else "ok",
+              "finished_epoch": int(time.time()),
+              "last_backup": {"result": last_result, "type": "diff", "label": label,
+                              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stop - 60))},
+              "newest_verified": {"label": label, "type": "full", "stop": stop}, "verified": [label]}
+    if error:
+        status["error"] = error
+    write = ["docker", "exec", "-i", lab.container(BACKUP_HOST), "sh", "-c", "cat > %s" % BACKUP_STATUS]
+    subprocess.run(write, input=json.dumps(status), text=True, check=True, timeout=30)
+    return label
+
+
 class Webhook:
     """A Slack-compatible webhook receiver on 127.0.0.1: keeps every JSON body posted to it."""
 
@@ -80,6 +102,8 @@ def release_lab(prefixed_lab):
         lab.wait_background(lb)
     lab.webhook = Webhook()
     lab.hook = ["-e", "release_webhook_url=%s" % lab.webhook.url]
+    lab.env["GREENFLOW_LAB_BACKUP_STATUS_FILE"] = BACKUP_STATUS
+    lab.backup_label = write_backup_status(lab)
     # light load: on a reused lab with a live release, this deploy is a cutover that needs requests to judge
     with LoadGen(lab.url("/version"), rate=60, threads=4, max_requests=60 * 300, max_seconds=300):
         first = lab.playbook("playbooks/deploy.yml", "-e", "release_version=1", *QUICK, *lab.hook)
@@ -145,6 +169,35 @@ def test_first_release_puts_v1_on_blue(release_lab):
     assert lab.webhook.since(0) == [("start", "1"), ("success", "1")]
 
 
+@pytest.mark.parametrize("case", ["stale", "failed", "missing"])
+def test_the_backup_gate_refuses_a_release_without_a_fresh_verified_backup(release_lab, case):
+    lab = release_lab
+    before = (record(lab), nginx_shares(lab), replicas(lab, "blue"))
+    hooks = len(lab.webhook.events)
+    if case == "stale":
+        label = write_backup_status(lab, age_hours=30)
+        why = r"the newest verified backup %s finished \S+, 30\.0 h ago: older than 26 h" % label
+    elif case == "failed":
+        write_backup_status(lab, last_result="failed", error="WAL archiving does not work (pgbackrest check failed)")
+        why = r"the last backup run \(diff, started \S+\) failed: WAL archiving does not work"
+    else:
+        lab.exec(BACKUP_HOST, "rm", "-f", BACKUP_STATUS)
+        why = r"there is no backup status on the repository host: no backup has run there yet \(%s does not exist\)" % BACKUP_STATUS
+    try:
+        proc = lab.playbook("playbooks/deploy.yml", "-e", "release_version=2", *QUICK, *lab.hook, check=False)
+    finally:
+        lab.backup_label = write_backup_status(lab)
+    out = " ".join(proc.stdout.split())  # the callback wraps long lines
+    print("\n[backup gate, %s] rc %d in %.1f s" % (case, proc.returncode, proc.seconds))
+    assert proc.returncode != 0
+    assert "No release without a backup to go back to" in out, proc.stdout[-3000:]
+    assert re.search(why, out), out[-3000:]
+    assert "Nothing was changed; no traffic moved" in out
+    # nothing moved, nothing started, nothing recorded, nobody told
+    assert (record(lab), nginx_shares(lab), replicas(lab, "blue")) == before
+    assert lab.webhook.since(hooks) == []
+
+
 def test_good_release_v1_to_v2_drops_no_request(release_lab):
     lab = release_lab
     hooks = len(lab.webhook.events)
@@ -157,6 +210,8 @@ def test_good_release_v1_to_v2_drops_no_request(release_lab):
     entry = last_entry(lab)
     assert (entry["version"], entry["color"], entry["outcome"]) == ("2", "green", "succeeded")
     assert [e["verdict"] for e in entry["timeline"] if e.get("event") == "step"] == ["pass"] * 4
+    # the restore point: the backup the gate let the release through on
+    assert entry["backup"]["label"] == lab.backup_label and entry["backup"]["taken_first"] is False, entry["backup"]
     assert nginx_shares(lab) == {"green": 100}
     assert replicas(lab, "blue") == 2  # the previous colour keeps running: instant rollback
     assert lab.webhook.since(hooks) == [("start", "2"), ("success", "2")]
