@@ -254,6 +254,14 @@ def finish(record, entry_id, outcome, fields):
     entry = _by_id(record).get(entry_id)
     if entry is None:
         raise ReleaseRecordError("the release record has no entry %r" % (entry_id,))
+    if entry["outcome"] == "failed" and outcome == "failed":
+        # Closed already - by the load balancer's watchdog (the run's lease ran out) or by a forced run. Its
+        # reason stays first; the run's own reason and timeline are kept beside it.
+        if fields.get("reason") and fields["reason"] != entry.get("reason"):
+            entry["run_reason"] = fields["reason"]
+        if fields.get("timeline") and not entry.get("timeline"):
+            entry["timeline"] = fields["timeline"]
+        return entry
     if entry["outcome"] != "in_progress":
         raise ReleaseRecordError("entry %s is already closed (%s)" % (entry_id, entry["outcome"]))
     if outcome == "succeeded" and entry["action"] == "rollback":

@@ -26,7 +26,8 @@ options:
     description:
       - C(read) returns the record and changes nothing.
       - C(begin) appends an in-progress entry (the lock) and returns it with its O(id).
-      - C(finish) closes entry O(id) with O(outcome).
+      - C(finish) closes entry O(id) with O(outcome). An entry already closed as failed (by the load balancer's
+        watchdog, or a forced run) stays so when the run closes it as failed too - its reason first, the run's as C(run_reason).
       - C(lease) takes the cutover's lease on the in-progress entry O(id) for O(holder) (good for O(lease_ttl)
         seconds), C(renew) extends it, C(release) ends it (the cutover ended by itself). While a lease is
         held and has not run out, the load balancer's release watchdog (role C(nginx_lb)) leaves the entry

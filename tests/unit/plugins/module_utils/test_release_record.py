@@ -84,6 +84,8 @@ def test_finish_refuses_unknown_or_closed_entries():
     entry = _deploy(record, "1", "blue")
     with pytest.raises(rr.ReleaseRecordError, match="already closed"):
         rr.finish(record, entry["id"], "failed", {})
+    with pytest.raises(rr.ReleaseRecordError, match="already closed"):
+        rr.finish(record, entry["id"], "succeeded", {})
     with pytest.raises(rr.ReleaseRecordError, match="no entry"):
         rr.finish(record, 99, "failed", {})
 
@@ -229,3 +231,17 @@ def test_finished_epoch_falls_back_to_finished_at():
     assert rr.finished_epoch({"finished_at": "1970-01-01T01:00:00Z"}) == 3600.0
     assert rr.finished_epoch({"finished_at": "yesterday"}) is None
     assert rr.finished_epoch({}) is None
+
+
+def test_a_run_closing_as_failed_what_the_watchdog_closed_keeps_both_reasons():
+    record = rr.empty_record("demo")
+    entry = rr.begin(record, "deploy", {"version": "2", "color": "green"}, NOW, 3600)
+    entry["outcome"], entry["reason"] = "failed", "controller lost: the lease ran out; traffic back on blue"
+    closed = rr.finish(record, entry["id"], "failed", {"reason": "cutover: lease lost", "timeline": [{"event": "step"}],
+                                                        "finished_epoch": NOW + 99})
+    assert closed["outcome"] == "failed"
+    assert closed["reason"] == "controller lost: the lease ran out; traffic back on blue"
+    assert closed["run_reason"] == "cutover: lease lost" and closed["timeline"] == [{"event": "step"}]
+    assert "finished_epoch" not in closed  # the watchdog's close stands
+    with pytest.raises(rr.ReleaseRecordError, match="already closed"):  # it never succeeded
+        rr.finish(record, entry["id"], "succeeded", {})
