@@ -1,29 +1,30 @@
 #!/usr/bin/env python3
-"""Backup benchmark on one data set: plain tar, greenflow-pg-backup (the old tool) and pgBackRest.
+"""Backup benchmark on one data set: plain tar and pgBackRest.
 
     python3 bench/bench_backup.py [--scale 70] [--encrypt] [--traffic-tx 3000] [--workdir DIR] [--keep]
     python3 bench/bench_backup.py --scale 1          # smoke run (a minute; the figures mean nothing)
 
 Everything on this machine (PostgreSQL 15 binaries in /usr/lib/postgresql/15/bin, Debian `pgbackrest`
 2.45): a private primary on a unix socket in the work directory (no TCP port), loaded with
-pgbench -i -s SCALE (70 ~ 1 GB). WAL archiving is off during the load and then goes to both engines
-(archive_command = the old tool's wal-push && pgbackrest archive-push, asynchronous as the role sets it).
+pgbench -i -s SCALE (70 ~ 1 GB). WAL archiving is off during the load and then goes to pgBackRest
+(archive_command = pgbackrest archive-push, asynchronous as the role sets it).
 One run of each, on the same data:
 
-  1. backup throughput: `tar -cf` of the data directory (+ sync), `greenflow-pg-backup backup`
-     (pg_basebackup + pg_verifybackup + fsync into a local store), `pgbackrest backup --type=full` into
+  1. backup throughput: `tar -cf` of the data directory (+ sync), `pgbackrest backup --type=full` into
      a local posix repository configured as roles/pgbackrest does (module_utils/_pgbackrest_config.py:
      compress-type zst, process-max from the CPU count, archive-async, start-fast);
-  2. restore (RTO): a row is written after the backups and archived; then the old tool's
-     restore-fetch + start + replay + promotion, and `pgbackrest restore` into an empty directory +
-     start + replay + promotion -> seconds until the restored server accepts a write (and the row is there);
+  2. restore (RTO): a row is written after the backup and archived; then `pgbackrest restore` into an
+     empty directory + start + replay + promotion -> seconds until the restored server accepts a write
+     (and the row is there);
   3. replica rebuild: a replica is made and stopped (stale), the primary takes `pgbench -t TRAFFIC_TX`
      (two clients), then `pg_basebackup` into an empty directory vs `pgbackrest restore --delta
      --type=standby` onto the stale copy (from the full backup of step 1; the traffic's WAL comes from
      the archive and the stream) -> seconds until the standby streams and has replayed the primary's LSN.
 
---encrypt: both engines encrypt their store (old tool: openssl with a throwaway key; pgBackRest:
-repo1-cipher-type aes-256-cbc with a passphrase made at run time, never printed).
+--encrypt: the repository is encrypted (repo1-cipher-type aes-256-cbc with a passphrase made at run
+time, never printed).
+The figures of 0.1.x's greenflow-pg-backup beside these (docs/backups-pgbackrest.md) were measured by this
+script before that tool was removed in 0.2.0: `git show a4925fa:bench/bench_backup.py`.
 Prints a table and one JSON line; never asserts on time. The load of the machine (uptime) is printed
 before and after: figures under contention are marked as such. Run as root it re-runs itself as the
 postgres user. The work directory (default /var/tmp/greenflow-bench) is removed at the end unless --keep
@@ -39,14 +40,11 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOL = os.path.join(REPO, 'roles', 'pg_backup', 'files', 'greenflow_pg_backup.py')
 PG_BIN = '/usr/lib/postgresql/15/bin'
 PGBACKREST = shutil.which('pgbackrest') or '/usr/bin/pgbackrest'
 STANZA = 'bench'
-PORTS = {'primary': 54330, 'scratch': 54331, 'old-restore': 54332, 'pgbr-restore': 54333, 'stale': 54334,
-         'basebackup-replica': 54335}
-SUBDIRS = ('data', 'store', 'tar', 'restored', 'scratch', 'state', 'pgbr', 'pgbr-restored', 'stale',
-           'basebackup-replica')
+PORTS = {'primary': 54330, 'pgbr-restore': 54333, 'stale': 54334, 'basebackup-replica': 54335}
+SUBDIRS = ('data', 'tar', 'pgbr', 'pgbr-restored', 'stale', 'basebackup-replica')
 WAIT_S = 1800  # upper bound of every wait loop
 
 sys.path.insert(0, os.path.join(REPO, 'plugins', 'module_utils'))
@@ -140,7 +138,7 @@ class Bench:
                      + list(argv))
 
     def archived_up_to_now(self):
-        """Switch WAL and wait until the archiver (both engines) has stored the segment."""
+        """Switch WAL and wait until the archiver (pgBackRest) has stored the segment."""
         # the name of the segment the switch closed (or of the last full one when nothing was written)
         segment = self.psql(PORTS['primary'], 'SELECT pg_walfile_name(pg_switch_wal())')
         self.wait(lambda: (self.psql(PORTS['primary'], 'SELECT last_archived_wal FROM pg_stat_archiver') or '')
@@ -154,27 +152,8 @@ class Bench:
             shutil.rmtree(self.path(sub), ignore_errors=True)
         os.makedirs(self.work, exist_ok=True)
         os.chmod(self.work, 0o700)
-        for sub in ('state', 'scratch', 'pgbr', 'pgbr/repo', 'pgbr/spool', 'pgbr/log', 'pgbr/lock'):
+        for sub in ('pgbr', 'pgbr/repo', 'pgbr/spool', 'pgbr/log', 'pgbr/lock'):
             os.makedirs(self.path(sub), mode=0o700)
-        # The old tool, configured as the existing bench did (a local store).
-        self.old_config = {
-            'cluster': STANZA, 'store': self.path('store'), 'store_host': '', 'encrypt': False,
-            'compress_level': 6, 'pg_bin': PG_BIN, 'retention_days': 30, 'checkpoint': 'fast', 'max_rate': '',
-            'source': {'host': self.work, 'port': PORTS['primary'], 'user': 'postgres', 'passfile': ''},
-            'status_file': self.path('state', 'status.json'), 'lock_file': self.path('state', 'lock'),
-            'scratch_dir': self.path('scratch'), 'scratch_port': PORTS['scratch'], 'verify_query': '',
-            'verify_database': 'postgres', 'verify_restore_weekdays': [],
-        }
-        if args.encrypt:
-            self.old_config['encrypt'] = True
-            self.old_config['key_file'] = self.path('state', 'key')
-            with open(os.open(self.old_config['key_file'], os.O_WRONLY | os.O_CREAT, 0o600), 'w') as handle:
-                handle.write(os.urandom(24).hex())
-        self.old_config_file = self.path('pg_backup.json')
-        with open(self.old_config_file, 'w') as handle:
-            json.dump(self.old_config, handle)
-        self.old_env = dict(os.environ, USER='postgres', GREENFLOW_PG_BACKUP_CONFIG=self.old_config_file,
-                            PYTHONPATH=os.path.join(REPO, 'plugins', 'module_utils'))
         # pgBackRest as the role configures the repository host (here also the database host).
         self.process_max = args.process_max or pbc.process_max_for(os.cpu_count() or 1)
         spec = {'stanza': STANZA, 'repo_path': self.path('pgbr', 'repo'), 'retention_days': 30,
@@ -190,7 +169,7 @@ class Bench:
             handle.write(pbc.render_config(spec, header='bench/bench_backup.py (throwaway)'))
 
         quiet([PG_BIN + '/initdb', '-D', self.data, '--data-checksums', '-A', 'trust', '-U', 'postgres'])
-        # WAL archiving is on but discards during the load; both engines archive from the backups on.
+        # WAL archiving is on but discards during the load; pgBackRest archives from the backup on.
         self.start(self.data, PORTS['primary'], "archive_mode = on\narchive_command = '/bin/true'\n"
                    "min_wal_size = 80MB\nmax_wal_size = 1GB\n")
         started = time.time()
@@ -200,11 +179,8 @@ class Bench:
             self.psql(PORTS['primary'], 'SELECT pg_switch_wal()')
             self.psql(PORTS['primary'], 'CHECKPOINT')
         load_s = time.time() - started
-        old = "PYTHONPATH=%s GREENFLOW_PG_BACKUP_CONFIG=%s %s %s wal-push %%p %%f" % (
-            self.old_env['PYTHONPATH'], self.old_config_file, sys.executable, TOOL)
-        new = '%s --config=%s --stanza=%s archive-push %%p' % (PGBACKREST, conf, STANZA)
-        self.psql(PORTS['primary'], "ALTER SYSTEM SET archive_command = '%s && %s'" % (old.replace("'", "''"),
-                                                                                      new.replace("'", "''")))
+        push = '%s --config=%s --stanza=%s archive-push %%p' % (PGBACKREST, conf, STANZA)
+        self.psql(PORTS['primary'], "ALTER SYSTEM SET archive_command = '%s'" % push.replace("'", "''"))
         self.psql(PORTS['primary'], 'SELECT pg_reload_conf()')
         time.sleep(1)
         self.pgbackrest('stanza-create')
@@ -227,22 +203,13 @@ class Bench:
                     'stored_mb': round(size_of(self.path('tar')) / 1e6)}
 
         started = time.time()
-        quiet([sys.executable, TOOL, 'backup'], env=self.old_env)
-        r['old'] = {'s': round(time.time() - started, 1)}
-        base = self.path('store', STANZA, 'base')
-        meta = [name for name in os.listdir(base) if name.endswith('.json')]
-        with open(os.path.join(base, meta[0])) as handle:
-            meta = json.load(handle)  # what pg_basebackup copied, and what the store keeps of it
-        r['old'].update(source_mb=round(meta['size_bytes'] / 1e6), stored_mb=round(meta['stored_bytes'] / 1e6))
-
-        started = time.time()
         self.pgbackrest('backup', '--type=full')
         r['pgbackrest'] = {'s': round(time.time() - started, 1),
                            'stored_mb': round(size_of(self.path('pgbr', 'repo', 'backup')) / 1e6)}
         info = json.loads(self.pgbackrest('--output=json', 'info'))[0]['backup'][-1]
         r['pgbackrest']['source_mb'] = round(info['info']['size'] / 1e6)
         r['pgbackrest']['label'] = info['label']
-        for key in ('tar', 'old', 'pgbackrest'):
+        for key in ('tar', 'pgbackrest'):
             r[key]['mb_s'] = round(r[key]['source_mb'] / max(r[key]['s'], 0.01))
 
     # --- 2. restore RTO -------------------------------------------------------------------------------
@@ -253,21 +220,6 @@ class Bench:
                                     'VALUES (1, 1, 1, 424242, now())')
         self.archived_up_to_now()
         marker = 'SELECT count(*) FROM pgbench_history WHERE delta = 424242'
-
-        restored = self.path('restored')
-        started = time.time()
-        quiet([sys.executable, TOOL, 'restore-fetch', '--dest', restored], env=self.old_env)
-        fetched = time.time() - started
-        open(os.path.join(restored, 'recovery.signal'), 'w').close()
-        self.start(restored, PORTS['old-restore'], "archive_mode = off\nrestore_command = 'PYTHONPATH=%s "
-                   "GREENFLOW_PG_BACKUP_CONFIG=%s %s %s wal-fetch %%f %%p'\n"
-                   % (self.old_env['PYTHONPATH'], self.old_config_file, sys.executable, TOOL))
-        self.wait_write(PORTS['old-restore'])
-        r['old']['restore_s'] = round(time.time() - started, 1)
-        r['old']['restore_fetch_s'] = round(fetched, 1)
-        r['old']['restore_row'] = self.psql(PORTS['old-restore'], marker) == '1'
-        self.stop(restored)
-        shutil.rmtree(restored, ignore_errors=True)
 
         restored = self.path('pgbr-restored')
         os.makedirs(restored, mode=0o700)
@@ -359,16 +311,13 @@ def report(r, args, load_before, load_after, uptime_before, uptime_after):
         '%-52s %9s %9s %8s %8s' % ('1. backup', 'read MB', 'stored MB', 'seconds', 'MB/s'),
     ]
     names = {'tar': 'tar -cf of the data directory + sync',
-             'old': 'greenflow-pg-backup backup (basebackup+verify+fsync)',
              'pgbackrest': 'pgbackrest backup --type=full (zst%s)' % (', aes-256-cbc' if args.encrypt else '')}
-    for key in ('tar', 'old', 'pgbackrest'):
+    for key in ('tar', 'pgbackrest'):
         lines.append('%-52s %9d %9d %8.1f %8d' % (names[key], r[key]['source_mb'], r[key]['stored_mb'],
                                                    r[key]['s'], r[key]['mb_s']))
     lines += [
         '',
         '%-52s %9s %9s %8s' % ('2. restore of the full backup (RTO)', 'fetch s', 'total s', 'row ok'),
-        '%-52s %9.1f %9.1f %8s' % ('greenflow-pg-backup restore-fetch + start + promote', r['old']['restore_fetch_s'],
-                                   r['old']['restore_s'], r['old']['restore_row']),
         '%-52s %9.1f %9.1f %8s' % ('pgbackrest restore + start + promote', r['pgbackrest']['restore_fetch_s'],
                                    r['pgbackrest']['restore_s'], r['pgbackrest']['restore_row']),
         '   (total: from the start of the fetch until the restored server accepts a write)',
@@ -394,7 +343,7 @@ def main():
     parser.add_argument('--workdir', default='/var/tmp/greenflow-bench')
     parser.add_argument('--keep', action='store_true', help='keep the work directory')
     parser.add_argument('--encrypt', action='store_true',
-                        help='encrypt both stores (a throwaway key / passphrase made at run time)')
+                        help='encrypt the repository (a throwaway passphrase made at run time)')
     parser.add_argument('--traffic-tx', type=int, default=3000,
                         help='pgbench transactions per client (2 clients) between the stale replica and its rebuild')
     parser.add_argument('--process-max', type=int, default=0,

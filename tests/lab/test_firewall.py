@@ -66,7 +66,7 @@ def expected(source, target, protocol, port):
         return target in SWARM and source in LB
     if port == 5432:
         return target in DB and source in SWARM + DB + BACKUP + MONITORING
-    if port == 22:  # admin networks only, and the lab has none (the previous backup engine's ssh is off)
+    if port == 22:  # admin networks only, and the lab has none
         return False
     if port == 8432:  # pgBackRest's TLS servers: the repository's from database hosts, and the reverse
         return (target in BACKUP and source in DB) or (target in DB and source in BACKUP)

@@ -1,7 +1,7 @@
 """The lab itself: lab-up creates every host of the inventory, a second lab-up changes nothing, lab-down removes
 exactly what the lab made. While its hosts are still bare, site.yml is given bad input (no manager, a
-replica without primary, a port out of range, a missing password) and must fail in its preflight with a
-message naming the problem, with no host changed. Runs in its own prefixed lab so that it never touches
+replica without primary, a port out of range, a missing password, the removed backup engine) and must fail
+in its preflight with a message naming the problem, with no host changed. Runs in its own prefixed lab so that it never touches
 another one."""
 import json
 import os
@@ -114,6 +114,11 @@ BAD_INPUT = {
     "missing password": (
         lambda tmp: ["-i", "inventories/lab", "-e", "pg_app_password="],
         r"PostgreSQL on pg-primary-1: missing password\(s\) pg_app_password"),
+    # an inventory still on 0.1.x's backup engine (docs/upgrade-0.2.md)
+    "removed backup engine": (
+        lambda tmp: ["-i", "inventories/lab", "-e", "pg_backup_engine=greenflow-pg-backup"],
+        r"pg_backup_engine is greenflow-pg-backup, the backup engine of greenflow\.platform 0\.1\.x, which was "
+        r"removed in 0\.2\.0.* Read docs/upgrade-0\.2\.md first\. Nothing was changed\."),
 }
 
 

@@ -6,6 +6,7 @@ offline into an empty collections path; every command here sees that path alone.
 import glob
 import json
 import os
+import pwd
 import re
 import shutil
 import textwrap
@@ -112,10 +113,11 @@ def test_install_from_a_git_checkout(installed, tmp_path):
     assert manifest_of_dir(str(top))["dependencies"] == installed["manifest"]["dependencies"]
 
 
-# The two places that need community.crypto, run for real on localhost inside a temp dir:
+# Two of the places that need community.crypto, run for real on localhost inside a temp dir:
 # nginx_lb's self-signed certificate (the task file itself, with a stand-in for the role's "Reload nginx"
-# handler, which would reload this machine's nginx) and pg_backup's ssh key pair (the role by FQCN,
-# its paths and host roles overridden by include_role vars).
+# handler, which would reload this machine's nginx) and pgbackrest's CA and host certificate (the role by
+# FQCN, its TLS directory overridden by include_role vars; with a single host its server-restart handler
+# is skipped).
 CRYPTO_PLAYBOOK = textwrap.dedent("""\
     ---
     - name: Run the collection's community.crypto tasks in {{ work }}
@@ -142,23 +144,19 @@ CRYPTO_PLAYBOOK = textwrap.dedent("""\
             nginx_lb_tls_selfsigned_days: 825
             nginx_lb_apps: [{name: shop, server_name: [shop.example.test]}]
 
-        - name: Key pair a database host uses to reach the backup store
+        - name: pgBackRest's CA and this host's certificate (the repository host signs it)
           ansible.builtin.include_role:
-            name: greenflow.platform.pg_backup
-            tasks_from: ssh.yml
+            name: greenflow.platform.pgbackrest
+            tasks_from: tls.yml
           vars:
-            pg_backup_user: root
-            pg_backup_host: localhost
-            __pg_backup_user_home: "{{ work }}/pg-home"
-            __pg_backup_is_store: false
-            __pg_backup_remote_hosts: [localhost]
+            pgbackrest_repo_host: localhost
+            pgbackrest_tls_dir: "{{ work }}/pgbackrest-tls"
     """)
 
 
 def crypto_run(installed, collections_path, work):
-    os.makedirs(os.path.join(work, "pg-home", ".ssh"))
-    # the store's host key pin (skipped: no store host here) would have written this file
-    open(os.path.join(work, "pg-home", ".ssh", "greenflow_backup_known_hosts"), "w").close()
+    # the pgbackrest role makes its TLS directory before tls.yml (tasks/main.yml)
+    os.makedirs(os.path.join(work, "pgbackrest-tls"))
     playbook = os.path.join(work, "crypto.yml")
     with open(playbook, "w") as f:
         f.write(CRYPTO_PLAYBOOK)
@@ -173,6 +171,10 @@ def crypto_run(installed, collections_path, work):
 def root_only():
     if os.geteuid() != 0:
         pytest.skip("the role tasks set owner root on what they make")
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.skip("pgbackrest's TLS files belong to postgres: no such user here (apt-get install postgresql)")
 
 
 def test_crypto_tasks_make_a_key_and_a_certificate(installed, tmp_path, root_only):
@@ -191,12 +193,19 @@ def test_crypto_tasks_make_a_key_and_a_certificate(installed, tmp_path, root_onl
     assert oct(os.stat(os.path.join(work, "tls", "greenflow-selfsigned.key")).st_mode & 0o777) == "0o600"
     assert os.path.exists(os.path.join(work, "reload-notified")), "the role's reload was not notified"
 
-    key = os.path.join(work, "pg-home", ".ssh", "greenflow_backup_ed25519")
-    assert oct(os.stat(key).st_mode & 0o777) == "0o600"
-    with open(key + ".pub") as f:
-        assert f.read().startswith("ssh-ed25519 ")
+    tls = os.path.join(work, "pgbackrest-tls")
+    for key in ("ca.key", "host.key"):
+        assert oct(os.stat(os.path.join(tls, key)).st_mode & 0o777) == "0o600", key
+    with open(os.path.join(tls, "ca.crt"), "rb") as f:
+        ca = x509.load_pem_x509_certificate(f.read())
+    with open(os.path.join(tls, "host.crt"), "rb") as f:
+        host = x509.load_pem_x509_certificate(f.read())
+    assert ca.issuer == ca.subject and ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert host.issuer == ca.subject
+    host.verify_directly_issued_by(ca)
+    assert host.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == "localhost"
 
-    # a second run keeps the key pair and the certificate (renewal only under 30 days left)
+    # a second run keeps the keys and the certificates (renewal only under 30 days left)
     second = run(cmd, env=env, cwd=work)
     assert re.search(r"localhost\s*:.* changed=0 .*failed=0", second.stdout), second.stdout[-2000:]
 

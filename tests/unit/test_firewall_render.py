@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from ansible_collections.greenflow.platform.plugins.filter.firewall_ruleset import firewall_ruleset
 
@@ -44,9 +45,19 @@ SETTINGS = {
     "backup_hosts": [HOSTVARS["lb-1"]["pg_backup_host"]],
     "published_ports": sorted(HOSTVARS["lb-1"]["app_release_published_ports"].values()),
     "exporter_ports": {"all": [9100], "postgresql": [9187], "lb": [9113]},
-    "backup_ports": [22, 8432],
+    "backup_ports": [8432],
     "db_backup_ports": [8432],
 }
+
+
+def test_backup_hosts_open_only_pgbackrest_by_default():
+    """The role's defaults: the backup hosts open pgBackRest's TLS port to the database hosts and nothing
+    else (0.1.x's greenflow-pg-backup also opened ssh there; it was removed in 0.2.0)."""
+    with open(os.path.join(REPO_ROOT, "roles", "firewall", "defaults", "main.yml")) as f:
+        defaults = yaml.safe_load(f)
+    pgbackrest_only = ["{{ pgbackrest_tls_port | default(8432) }}"]
+    assert defaults["firewall_backup_ports"] == pgbackrest_only
+    assert defaults["firewall_db_backup_ports"] == pgbackrest_only
 
 
 @pytest.mark.parametrize("host", sorted(GROUPS["all"]))

@@ -24,7 +24,7 @@ SETTINGS = {
     "backup_hosts": ["backup-1"],
     "published_ports": [8001, 8002],
     "exporter_ports": {"all": [9100], "postgresql": [9187], "lb": [9113]},
-    "backup_ports": [22, 8432],
+    "backup_ports": [8432],
     "db_backup_ports": [8432],
 }
 OUTSIDER = "198.51.100.9"
@@ -84,9 +84,11 @@ MATRIX = [
     ("mon-1", "lb-1", "tcp", 9113, True),
     ("mon-1", "app-1", "tcp", 9187, False),
     ("app-1", "db-1", "tcp", 9100, False),
-    ("db-1", "backup-1", "tcp", 22, True),
-    ("db-2", "backup-1", "tcp", 22, True),
+    # ssh to the backup host from admin networks only (0.1.x's greenflow-pg-backup pushed WAL over it; gone)
+    ("db-1", "backup-1", "tcp", 22, False),
+    ("db-2", "backup-1", "tcp", 22, False),
     ("app-1", "backup-1", "tcp", 22, False),
+    ("192.0.2.10", "backup-1", "tcp", 22, True),
     # pgBackRest's TLS servers: the repository's from the database hosts, the database hosts' from the repository
     ("db-1", "backup-1", "tcp", 8432, True),
     ("app-1", "backup-1", "tcp", 8432, False),
