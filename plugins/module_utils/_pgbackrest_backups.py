@@ -512,6 +512,7 @@ def prometheus_text(status):
         'greenflow_backup_restore_test_timestamp_seconds': restore.get('finished_epoch'),
         'greenflow_backup_restore_test_duration_seconds': restore.get('duration_s'),
     }
+
     def number(value):
         return ('%d' % value) if float(value) == int(value) else ('%.3f' % float(value))
 
