@@ -17,11 +17,16 @@ A backup counts as verified when all of these hold:
   the archive id of its database): the backup can be restored to a consistent state;
 - for a differential or incremental backup, every backup it references counts as verified too.
 
-Retention (``repo1-retention-full-type=time``, as pgBackRest applies it): a full backup stays while
+Retention (``repoN-retention-full-type=time``, as pgBackRest applies it, per repository): a full backup stays while
 it finished within the window; of the full backups that finished before the window, the newest one
 stays (it covers the window's start), older ones go; a differential or incremental goes with the full
 backup it depends on. The safety rule: an expire that would leave fewer than ``min_verified``
 verified backups (default 1) does not run.
+
+Several repositories (repo1, and repo2 when configured): pgBackRest pushes WAL to each, but a backup
+run writes to one (``--repo``); the wrapper runs check, backup, verify and the safe expire once per
+repository, with that repository's own report (``info --repo=N``) and retention, and the run fails
+when any repository failed, naming it.
 
 Python 3.6+ standard library only.
 """
@@ -376,6 +381,77 @@ def archiver_health(row):
     return health
 
 
+# --- Several repositories (repo1 and an optional repo2) ----------------------------------------------------
+
+REPO_OPTION_RE = re.compile(r'^repo([1-9][0-9]{0,2})-')
+# What the status file keeps per repository (the top-level keys of the same names are repo1's).
+REPO_STATUS_KEYS = ('check', 'backup', 'verify', 'expire', 'verified', 'newest_verified', 'last_backup')
+# pgbackrest info's per-repository status codes that are not a problem: ok, and no valid backup yet.
+REPO_STATUS_FINE = (0, 2)
+
+
+def configured_repos(options):
+    """Repository keys configured by the global options of pgbackrest.conf (a list of (option, value)
+    pairs or a dict): [1] or [1, 2], ascending. pgBackRest pushes WAL to each of them; a backup run
+    writes to one (``--repo``)."""
+    items = options.items() if isinstance(options, dict) else options
+    keys = set()
+    for option, _value in items or []:
+        match = REPO_OPTION_RE.match(str(option))
+        if match:
+            keys.add(int(match.group(1)))
+    return sorted(keys)
+
+
+def repo_retention_days(options, repo, default=None):
+    """Time retention (days) of repository ``repo`` from the global options of pgbackrest.conf
+    (``repoN-retention-full`` with ``repoN-retention-full-type=time``, as _pgbackrest_config writes it);
+    ``default`` when the option is missing. A count-based retention is refused: the safe expire plans
+    by time."""
+    options = dict(options.items() if isinstance(options, dict) else options or [])
+    kind = options.get('repo%d-retention-full-type' % repo, 'time')
+    if kind != 'time':
+        raise PgBackRestReportError('repo%d-retention-full-type is %s: greenflow-pgbackrest expires by time only'
+                                    % (repo, kind))
+    value = options.get('repo%d-retention-full' % repo, default)
+    return _at_least_one(value, 'repo%d-retention-full' % repo, ' (0 would remove every backup)')
+
+
+def limit_to_repo(options, repo):
+    """The global options without those of the other repositories: a configuration in which ``pgbackrest
+    check`` proves archiving into ``repo`` alone (pgBackRest's check covers every configured repository,
+    and takes no --repo)."""
+    kept = []
+    for option, value in (options.items() if isinstance(options, dict) else options or []):
+        match = REPO_OPTION_RE.match(str(option))
+        if match and int(match.group(1)) != repo:
+            continue
+        kept.append((option, value))
+    return kept
+
+
+def repo_problem(entry, repo):
+    """The problem pgbackrest info reports for repository ``repo`` in a stanza entry (its ``repo`` list of
+    {key, status: {code, message}}), or None. An unreadable repository still gives a report (code 99,
+    exit 0), so this is how the wrapper tells it from an empty one."""
+    for item in entry.get('repo') or []:
+        if isinstance(item, dict) and item.get('key') == repo:
+            state = item.get('status') or {}
+            if state.get('code') in REPO_STATUS_FINE:
+                return None
+            return 'pgbackrest info reports repo%d as %s (code %s)' % (repo, state.get('message'), state.get('code'))
+    return None
+
+
+def run_outcome(repo_errors):
+    """{repo key: error text or None} of one run -> (result, error, failed repo keys): the run fails when
+    any repository failed, and the error names each failed repository (``repo2: ...``)."""
+    failed = sorted(key for key, error in repo_errors.items() if error)
+    if not failed:
+        return 'ok', None, []
+    return 'failed', '; '.join('repo%d: %s' % (key, repo_errors[key]) for key in failed), failed
+
+
 # --- Metrics for node-exporter's textfile collector -------------------------------------------------------
 
 METRICS = (
@@ -393,6 +469,18 @@ METRICS = (
     ('greenflow_backup_restore_test_ok', 'gauge', '1 when the last restore test succeeded'),
     ('greenflow_backup_restore_test_timestamp_seconds', 'gauge', 'When the last restore test finished'),
     ('greenflow_backup_restore_test_duration_seconds', 'gauge', 'How long the last restore test took'),
+)
+
+REPO_METRICS = (
+    ('greenflow_backup_repo_last_run_ok', 'gauge',
+     '1 when the last run of greenflow-pgbackrest succeeded for this repository'),
+    ('greenflow_backup_repo_last_backup_ok', 'gauge',
+     '1 when the last backup into this repository succeeded (check, backup, verify)'),
+    ('greenflow_backup_repo_last_verified_backup_timestamp_seconds', 'gauge',
+     'Stop time of the newest verified backup in this repository'),
+    ('greenflow_backup_repo_verified_backups', 'gauge', 'Backups in this repository that count as verified'),
+    ('greenflow_backup_repo_archive_check_ok', 'gauge',
+     '1 when the last pgbackrest check archived a WAL segment into this repository'),
 )
 
 
@@ -424,12 +512,38 @@ def prometheus_text(status):
         'greenflow_backup_restore_test_timestamp_seconds': restore.get('finished_epoch'),
         'greenflow_backup_restore_test_duration_seconds': restore.get('duration_s'),
     }
+
+    def number(value):
+        return ('%d' % value) if float(value) == int(value) else ('%.3f' % float(value))
+
     lines = []
     for name, kind, text in METRICS:
         value = values.get(name)
         if value is None:
             continue
         lines += ['# HELP %s %s' % (name, text), '# TYPE %s %s' % (name, kind),
-                  '%s{stanza="%s"} %s' % (name, stanza, ('%d' % value) if float(value) == int(value)
-                                          else ('%.3f' % float(value)))]
+                  '%s{stanza="%s"} %s' % (name, stanza, number(value))]
+    # Per repository (label repo="1", "2"): the metrics above stay as they were (repo1's backups, the
+    # whole run); these add every configured repository, repo1 included, for the same queries on all.
+    repos = status.get('repos') if isinstance(status.get('repos'), dict) else {}
+    samples = dict((name, []) for name, _kind, _text in REPO_METRICS)
+    for key in sorted(repos, key=lambda k: int(k) if str(k).isdigit() else 0):
+        repo = repos[key] or {}
+        last = repo.get('last_backup') or {}
+        newest = repo.get('newest_verified') or {}
+        repo_values = {
+            'greenflow_backup_repo_last_run_ok': flag(repo.get('result') == 'ok') if repo.get('result') else None,
+            'greenflow_backup_repo_last_backup_ok': flag(last.get('result') == 'ok') if last.get('result') else None,
+            'greenflow_backup_repo_last_verified_backup_timestamp_seconds': newest.get('stop'),
+            'greenflow_backup_repo_verified_backups': (len(repo['verified']) if isinstance(repo.get('verified'), list)
+                                                       else None),
+            'greenflow_backup_repo_archive_check_ok': (flag((repo.get('check') or {}).get('exit') == 0)
+                                                       if repo.get('check') else None),
+        }
+        for name, value in repo_values.items():
+            if value is not None:
+                samples[name].append('%s{stanza="%s",repo="%s"} %s' % (name, stanza, key, number(value)))
+    for name, kind, text in REPO_METRICS:
+        if samples[name]:
+            lines += ['# HELP %s %s' % (name, text), '# TYPE %s %s' % (name, kind)] + samples[name]
     return '\n'.join(lines) + '\n'

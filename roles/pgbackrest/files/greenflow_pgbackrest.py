@@ -13,6 +13,13 @@
 #                                  is touched or promoted; backup/verify --restore-test add it
 #   status                         the status file (JSON)
 #
+# Repositories: every one pgbackrest.conf configures (repo1, and repo2 when set). pgBackRest pushes WAL
+# to each, but a backup writes to one (--repo), so backup, verify and expire run once per repository,
+# repo1 first and then repo2, in the same run (one lock, one status): check (archiving into that
+# repository alone), backup --repo=N, verify --repo=N and its annotations, the safe expire with that
+# repository's own retention (repoN-retention-full; --retention-days is repo1's). A repository that
+# fails does not stop the next one; the run fails when any failed, its error naming the repository
+# (repo2: ...). --repo=N limits a run to one repository; restore-test uses repo1 unless --repo says.
 # --archiver-json: the primary's pg_stat_archiver row (playbooks/backup.yml reads it): archiving that
 # fails there fails the run before anything else.
 # Every run writes the status file (result, action, the newest backup, verified backups, the expire
@@ -53,8 +60,9 @@ def now_iso():
 
 
 class PgBackRest:
-    def __init__(self, args):
-        self.base = [args.pgbackrest, '--config=%s' % args.config, '--stanza=%s' % args.stanza]
+    def __init__(self, args, config=None):
+        self.base = [args.pgbackrest, '--config=%s' % (config or args.config), '--stanza=%s' % args.stanza]
+        self.stanza = args.stanza
         self.timeout = args.timeout
 
     def run(self, *argv, **kwargs):
@@ -69,12 +77,20 @@ class PgBackRest:
                                                                   (proc.stderr or proc.stdout).strip()[-2000:]))
         return proc
 
-    def info(self):
-        proc = self.run('--output=json', 'info')
+    def info(self, repo=1):
+        """pgbackrest info of one repository (without --repo it merges every repository's backups)."""
+        proc = self.run('--output=json', '--repo=%d' % repo, 'info')
         try:
-            return json.loads(proc.stdout)
+            info = json.loads(proc.stdout)
         except ValueError:
             raise Failure('pgbackrest info printed no JSON: %r' % proc.stdout[:200])
+        problem = pbb.repo_problem(pbb.stanza_info(info, self.stanza), repo)
+        if problem:
+            raise Failure(problem)
+        return info
+
+    def entry(self, repo=1):
+        return pbb.stanza_info(self.info(repo), self.stanza)
 
 
 def do_check(pgbr, status):
@@ -89,26 +105,29 @@ def do_check(pgbr, status):
         raise Failure('WAL archiving does not work (pgbackrest check failed): %s' % status['check']['error'])
 
 
-def do_verify(pgbr, args, status, check=True):
-    if check:
-        do_check(pgbr, status)
-    proc = pgbr.run('verify', '--output=text', '--verbose', may_fail=True)
+def do_verify(pgbr, args, status, repo=1, check_with=None):
+    """pgbackrest verify --repo=N, then the greenflow-verified annotations of that repository.
+    check_with: the PgBackRest whose check runs first (None: no check, the caller just ran it)."""
+    if check_with is not None:
+        do_check(check_with, status)
+    proc = pgbr.run('verify', '--repo=%d' % repo, '--output=text', '--verbose', may_fail=True)
     verify = pbb.parse_verify_text(proc.stdout)
     status['verify'] = {'finished': now_iso(), 'exit': proc.returncode, 'status': verify['status'],
                         'backups': verify['backups'], 'archives': verify['archives']}
-    entry = pbb.stanza_info(pgbr.info(), args.stanza)
+    entry = pgbr.entry(repo)
     annotated = []
     for label in pbb.to_annotate(entry, verify):
-        pgbr.run('annotate', '--set=%s' % label, '--annotation=%s=%s' % (pbb.VERIFIED_ANNOTATION, now_iso()))
+        pgbr.run('annotate', '--repo=%d' % repo, '--set=%s' % label,
+                 '--annotation=%s=%s' % (pbb.VERIFIED_ANNOTATION, now_iso()))
         annotated.append(label)
     status['verify']['annotated'] = annotated
     # A backup verify no longer finds valid stops counting as verified (retention will not lean on it).
     withdrawn = []
     for label in pbb.to_withdraw(entry, verify):
-        pgbr.run('annotate', '--set=%s' % label, '--annotation=%s=' % pbb.VERIFIED_ANNOTATION)
+        pgbr.run('annotate', '--repo=%d' % repo, '--set=%s' % label, '--annotation=%s=' % pbb.VERIFIED_ANNOTATION)
         withdrawn.append(label)
     status['verify']['withdrawn'] = withdrawn
-    entry = pbb.stanza_info(pgbr.info(), args.stanza)
+    entry = pgbr.entry(repo)
     status['verified'] = pbb.verified_labels(entry)
     bad = sorted(label for label, state in verify['backups'].items() if state != 'valid')
     if proc.returncode != 0 or verify['status'] != 'ok' or bad:
@@ -118,21 +137,23 @@ def do_verify(pgbr, args, status, check=True):
     return entry
 
 
-def do_expire(pgbr, args, status, dry_run=False):
-    plan = pbb.expire_plan(pgbr.info(), args.stanza, args.retention_days, args.now or time.time(),
+def do_expire(pgbr, args, status, repo=1, retention_days=None, dry_run=False):
+    days = args.retention_days if retention_days is None else retention_days
+    plan = pbb.expire_plan(pgbr.info(repo), args.stanza, days, args.now or time.time(),
                            min_verified=args.min_verified)
-    status['expire'] = dict(plan, finished=now_iso(), dry_run=dry_run)
-    log(plan['reason'])
+    status['expire'] = dict(plan, finished=now_iso(), dry_run=dry_run, retention_days=days)
+    log('repo%d: %s' % (repo, plan['reason']))
     if not plan['allowed']:
         raise Failure(plan['reason'])
     if dry_run or not plan['remove']:
         return plan
-    entry = pbb.stanza_info(pgbr.info(), args.stanza)
+    entry = pgbr.entry(repo)
     fulls = [b['label'] for b in entry['backup'] if b['type'] == 'full' and b['label'] in plan['remove']]
     # One full backup at a time (its diff/incr backups go with it): pgBackRest removes exactly what the
-    # plan names, never more than the safety rule allowed.
+    # plan names, never more than the safety rule allowed, and only in this repository (--repo: without
+    # it, expire --set searches every repository).
     for label in fulls:
-        pgbr.run('expire', '--set=%s' % label)
+        pgbr.run('expire', '--repo=%d' % repo, '--set=%s' % label)
     return plan
 
 
@@ -189,12 +210,13 @@ def restore_test(pgbr, args, status):
     repository's options, pg1-path the scratch directory: this host's pgbackrest.conf names the live
     database), start it as a private instance, replay the archive to its end, check it, remove it."""
     started = time.time()
-    result = {'result': 'failed', 'started': now_iso()}
+    repo = args.repo or 1
+    result = {'result': 'failed', 'started': now_iso(), 'repo': repo}
     status['restore_test'] = result
-    entry = pbb.stanza_info(pgbr.info(), args.stanza)
+    entry = pgbr.entry(repo)
     verified = pbb.verified_labels(entry)
     if not verified:
-        raise Failure('restore test: no verified backup in the repository')
+        raise Failure('restore test: no verified backup in repo%d' % repo)
     label = verified[-1]
     result['backup'] = label
     scratch = args.scratch_dir
@@ -217,8 +239,9 @@ def restore_test(pgbr, args, status):
             handle.write('log-path=%s\nlock-path=%s\n' % (scratch, scratch))
             handle.write('[%s]\npg1-path=%s\npg1-port=%s\npg1-socket-path=%s\n' % (args.stanza, data, port, scratch))
         base = [args.pgbackrest, '--config=%s' % conf, '--stanza=%s' % args.stanza]
-        restore_command = "%s archive-get %%f \"%%p\"" % ' '.join(base)
-        proc = subprocess.run(base + ['--set=%s' % label, '--type=default', '--log-level-console=warn',
+        restore_command = "%s --repo=%d archive-get %%f \"%%p\"" % (' '.join(base), repo)
+        proc = subprocess.run(base + ['--repo=%d' % repo, '--set=%s' % label, '--type=default',
+                                      '--log-level-console=warn',
                                       '--recovery-option=restore_command=%s' % restore_command, 'restore'],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
                               timeout=args.restore_test_timeout, check=False)
@@ -311,6 +334,39 @@ def check_archiver(args, status):
         raise Failure('; '.join(health['reasons']))
 
 
+def repo_check_config(args, sections, repo, directory):
+    """A copy of pgbackrest.conf with only ``repo`` among the repositories, for its own check."""
+    path = os.path.join(directory, 'pgbackrest-repo%d.conf' % repo)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, 'w') as handle:
+        for name, options in sections.items():
+            if name == 'global':
+                options = pbb.limit_to_repo(options, repo)
+            handle.write('[%s]\n%s' % (name, ''.join('%s=%s\n' % kv for kv in options)))
+    return path
+
+
+def run_repo(action, pgbr, checker, args, state, repo, retention_days):
+    """One action on one repository; ``state`` is that repository's part of the status."""
+    if action == 'backup':
+        state['last_backup'] = {'result': 'failed', 'type': args.type, 'started': now_iso()}
+        do_check(checker, state)
+        started = time.time()
+        pgbr.run('backup', '--repo=%d' % repo, '--type=%s' % args.type)
+        entry = do_verify(pgbr, args, state, repo)  # checked just before the backup
+        state['backup'] = dict(newest_backup(entry) or {}, duration_s=round(time.time() - started, 1))
+        if state['backup'].get('label') not in state['verified']:
+            raise Failure('the new backup %s does not count as verified: %s' % (
+                state['backup'].get('label'),
+                '; '.join(pbb.backup_checks(entry).get(state['backup'].get('label'), {}).get('reasons', []))))
+        state['last_backup'] = dict(state['backup'], result='ok', finished=now_iso())
+        do_expire(pgbr, args, state, repo, retention_days)
+    elif action == 'verify':
+        do_verify(pgbr, args, state, repo, check_with=checker)
+    elif action == 'expire':
+        do_expire(pgbr, args, state, repo, retention_days, dry_run=args.dry_run)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='greenflow-pgbackrest')
     parser.add_argument('--config', default='/etc/pgbackrest/pgbackrest.conf')
@@ -331,6 +387,9 @@ def main(argv=None):
     parser.add_argument('--verify-database', default='postgres')
     parser.add_argument('--restore-test-timeout', type=int, default=1800)
     parser.add_argument('--keep-scratch', action='store_true')
+    # One repository only (1, 2); default: backup, verify and expire run on every configured repository,
+    # restore-test on repo1.
+    parser.add_argument('--repo', type=int, default=0)
     sub = parser.add_subparsers(dest='action')
     backup = sub.add_parser('backup')
     backup.add_argument('--type', choices=['full', 'diff', 'incr'], default='diff')
@@ -371,40 +430,87 @@ def main(argv=None):
         if previous.get(key) is not None:
             status[key] = previous[key]
     pgbr = PgBackRest(args)
+    sections = {}
+    repo_errors = {}
+    workdir = None
     try:
+        with open(args.config) as handle:
+            sections = pbb_config_sections(handle.read())
+        configured = pbb.configured_repos(sections.get('global', [])) or [1]
+        if args.repo and args.repo not in configured:
+            raise Failure('repo%d is not configured in %s (repositories: %s)'
+                          % (args.repo, args.config, ', '.join('repo%d' % r for r in configured)))
+    except (OSError, Failure, pbb.PgBackRestReportError) as err:
+        configured = [1]
+        repo_errors[0] = str(err)
+    previous_repos = previous.get('repos') if isinstance(previous.get('repos'), dict) else {}
+    status['repos'] = {}
+    for repo in configured:
+        # repo1's part starts from the top-level keys of a status written before repositories were kept apart.
+        earlier = previous_repos.get(str(repo)) or (previous if repo == 1 else {})
+        status['repos'][str(repo)] = dict((key, earlier[key]) for key in pbb.REPO_STATUS_KEYS
+                                          if isinstance(earlier, dict) and earlier.get(key) is not None)
+    targets = [args.repo] if args.repo else configured
+    try:
+        if repo_errors:
+            raise Failure(repo_errors.pop(0))
         check_archiver(args, status)
-        if args.action == 'backup':
-            status['last_backup'] = {'result': 'failed', 'type': args.type, 'started': now_iso()}
-            do_check(pgbr, status)
-            started = time.time()
-            pgbr.run('backup', '--type=%s' % args.type)
-            entry = do_verify(pgbr, args, status, check=False)  # checked just before the backup
-            status['backup'] = dict(newest_backup(entry) or {}, duration_s=round(time.time() - started, 1))
-            if status['backup'].get('label') not in status['verified']:
-                raise Failure('the new backup %s does not count as verified: %s' % (
-                    status['backup'].get('label'),
-                    '; '.join(pbb.backup_checks(entry).get(status['backup'].get('label'), {}).get('reasons', []))))
-            status['last_backup'] = dict(status['backup'], result='ok', finished=now_iso())
-            do_expire(pgbr, args, status)
-        elif args.action == 'verify':
-            do_verify(pgbr, args, status)
-        elif args.action == 'expire':
-            do_expire(pgbr, args, status, dry_run=args.dry_run)
+        if args.action in ('backup', 'verify', 'expire'):
+            if len(configured) > 1 and args.action != 'expire':
+                workdir = tempfile.mkdtemp(prefix='greenflow-pgbackrest-')
+            for repo in targets:
+                state = status['repos'][str(repo)]
+                state['result'] = 'failed'
+                try:
+                    retention = (args.retention_days if repo == 1 else
+                                 pbb.repo_retention_days(sections.get('global', []), repo, args.retention_days))
+                    # pgbackrest check covers every configured repository: with several, each is checked
+                    # alone (a copy of the configuration without the others), so a broken repo2 cannot stop
+                    # repo1's backup and the failure names the repository it is in.
+                    checker = (PgBackRest(args, repo_check_config(args, sections, repo, workdir)) if workdir
+                               else pgbr)
+                    run_repo(args.action, pgbr, checker, args, state, repo, retention)
+                    state['result'] = 'ok'
+                    repo_errors[repo] = None
+                except (Failure, pbb.PgBackRestReportError, subprocess.TimeoutExpired, OSError) as err:
+                    state['error'] = str(err)
+                    repo_errors[repo] = str(err)
+                    log('repo%d: %s' % (repo, err))
+                state['finished'] = now_iso()
         if args.action == 'restore-test' or getattr(args, 'restore_test', False):
             restore_test(pgbr, args, status)
+        result, error, failed = pbb.run_outcome(repo_errors)
+        status['failed_repos'] = failed
+        if result != 'ok':
+            raise Failure(error)
         status['result'] = 'ok'
         status['last_success'] = {'action': args.action, 'finished': now_iso(), 'finished_epoch': int(time.time()),
-                                  'backup': status.get('backup', (previous.get('last_success') or {}).get('backup'))}
+                                  'backup': ((status['repos'].get('1') or {}).get('backup') if args.action == 'backup'
+                                             and 1 in targets else None)
+                                  or (previous.get('last_success') or {}).get('backup')}
     except (Failure, pbb.PgBackRestReportError, subprocess.TimeoutExpired, OSError) as err:
         status['result'] = 'failed'
-        status['error'] = str(err)
+        # A failure of one repository's part is already named (repo2: ...); a failure outside them (the
+        # archiver, the restore test) is reported together with any repository that failed too.
+        _result, repo_error, failed = pbb.run_outcome(repo_errors)
+        status['failed_repos'] = failed
+        status['error'] = str(err) if not repo_error or str(err) == repo_error else '%s; %s' % (err, repo_error)
         log(str(err))
-    try:
-        entry = pbb.stanza_info(pgbr.info(), args.stanza)
-        status['verified'] = pbb.verified_labels(entry)
-        status['newest_verified'] = newest_verified(entry, status['verified'])
-    except (Failure, pbb.PgBackRestReportError) as err:
-        log('pgbackrest info for the status: %s' % err)
+    finally:
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    for repo in configured:
+        state = status['repos'][str(repo)]
+        try:
+            entry = pgbr.entry(repo)
+            state['verified'] = pbb.verified_labels(entry)
+            state['newest_verified'] = newest_verified(entry, state['verified'])
+        except (Failure, pbb.PgBackRestReportError) as err:
+            log('pgbackrest info of repo%d for the status: %s' % (repo, err))
+    # The top-level keys stay repo1's (what monitoring, the deploy gate and older readers know).
+    for key in pbb.REPO_STATUS_KEYS:
+        if (status['repos'].get('1') or {}).get(key) is not None:
+            status[key] = status['repos']['1'][key]
     status['finished'] = now_iso()
     status['finished_epoch'] = int(time.time())
     write_status(args.status_file, status)

@@ -271,3 +271,102 @@ def test_a_verified_backup_verify_finds_damaged_is_withdrawn():
     verify['backups']['20261202-005147F'] = 'valid'
     assert pbb.to_withdraw(entry, verify) == []
     assert pbb.to_withdraw(entry, {'status': 'ok', 'archives': {}, 'backups': {}}) == []
+
+
+# --- Several repositories ---------------------------------------------------------------------------------
+
+GLOBAL_TWO_REPOS = [('repo1-path', '/var/lib/pgbackrest'), ('repo1-retention-full-type', 'time'),
+                    ('repo1-retention-full', '30'), ('repo1-cipher-type', 'aes-256-cbc'),
+                    ('repo1-cipher-pass', 'x' * 24), ('repo2-type', 's3'), ('repo2-path', '/greenflow'),
+                    ('repo2-s3-bucket', 'backups'), ('repo2-retention-full-type', 'time'),
+                    ('repo2-retention-full', '90'), ('compress-type', 'zst'), ('archive-async', 'y')]
+
+
+def test_configured_repos_from_the_global_options():
+    assert pbb.configured_repos(GLOBAL_TWO_REPOS) == [1, 2]
+    assert pbb.configured_repos(dict(GLOBAL_TWO_REPOS)) == [1, 2]
+    assert pbb.configured_repos([('repo1-host', 'backup-1'), ('compress-type', 'zst')]) == [1]
+    assert pbb.configured_repos([('compress-type', 'zst')]) == []
+    # an option that only starts like a repository option is not one
+    assert pbb.configured_repos([('repository', 'x'), ('repo-x', 'y')]) == []
+
+
+def test_each_repository_has_its_own_time_retention():
+    assert pbb.repo_retention_days(GLOBAL_TWO_REPOS, 1) == 30
+    assert pbb.repo_retention_days(GLOBAL_TWO_REPOS, 2) == 90
+    assert pbb.repo_retention_days([('repo2-type', 'posix')], 2, default=30) == 30
+    with pytest.raises(pbb.PgBackRestReportError, match='expires by time only'):
+        pbb.repo_retention_days([('repo2-retention-full-type', 'count'), ('repo2-retention-full', '4')], 2)
+    with pytest.raises(pbb.PgBackRestReportError, match='repo2-retention-full must be at least 1'):
+        pbb.repo_retention_days([('repo2-retention-full', '0')], 2)
+    with pytest.raises(pbb.PgBackRestReportError, match='whole number'):
+        pbb.repo_retention_days([('repo2-type', 'posix')], 2)  # no retention and no default
+
+
+def test_limit_to_repo_keeps_the_other_options_and_drops_the_other_repository():
+    only2 = pbb.limit_to_repo(GLOBAL_TWO_REPOS, 2)
+    assert pbb.configured_repos(only2) == [2]
+    assert ('compress-type', 'zst') in only2 and ('archive-async', 'y') in only2
+    assert not [k for k, _v in only2 if k.startswith('repo1-')]
+    only1 = pbb.limit_to_repo(GLOBAL_TWO_REPOS, 1)
+    assert pbb.configured_repos(only1) == [1] and ('repo1-cipher-pass', 'x' * 24) in only1
+    assert [k for k, _v in only1] == [k for k, _v in GLOBAL_TWO_REPOS if not k.startswith('repo2-')]  # order kept
+
+
+def test_repo_problem_tells_an_unreadable_repository_from_an_empty_one():
+    entry = {'name': 's', 'repo': [
+        {'key': 1, 'status': {'code': 0, 'message': 'ok'}},
+        {'key': 2, 'status': {'code': 99, 'message': "[PathOpenError] unable to list file info for path "
+                                                     "'/r2/backup': [13] Permission denied"}}]}
+    assert pbb.repo_problem(entry, 1) is None
+    problem = pbb.repo_problem(entry, 2)
+    assert problem.startswith('pgbackrest info reports repo2 as [PathOpenError]') and '(code 99)' in problem
+    entry['repo'][1]['status'] = {'code': 2, 'message': 'no valid backups'}
+    assert pbb.repo_problem(entry, 2) is None
+    assert pbb.repo_problem(REAL[0], 1) is None  # the real report: repo1 ok
+
+
+def test_run_outcome_fails_when_any_repository_failed_and_names_it():
+    assert pbb.run_outcome({1: None, 2: None}) == ('ok', None, [])
+    assert pbb.run_outcome({}) == ('ok', None, [])
+    result, error, failed = pbb.run_outcome({1: None, 2: 'pgbackrest backup --repo=2 failed (exit 41): denied'})
+    assert result == 'failed' and failed == [2]
+    assert error == 'repo2: pgbackrest backup --repo=2 failed (exit 41): denied'
+    assert pbb.run_outcome({2: 'b', 1: 'a'}) == ('failed', 'repo1: a; repo2: b', [1, 2])
+
+
+def test_expire_plans_each_repository_with_its_own_retention():
+    # The same history in two repositories: 30 days of retention remove the 50-day-old full in repo1 (the
+    # 40-day-old one covers the window's start), repo2's 90 days keep both.
+    info = history(('20260101-000000F', 'full', 50, 10, True, None), ('20260111-000000F', 'full', 40, 15, True, None),
+                   ('20260201-000000F', 'full', 10, 20, True, None))
+    repo1 = pbb.expire_plan(info, 't', pbb.repo_retention_days(GLOBAL_TWO_REPOS, 1), NOW)
+    repo2 = pbb.expire_plan(info, 't', pbb.repo_retention_days(GLOBAL_TWO_REPOS, 2), NOW)
+    assert repo1['remove'] == ['20260101-000000F'] and repo1['allowed']
+    assert repo2['remove'] == [] and repo2['reason'] == 'nothing to expire'
+
+
+def test_prometheus_text_keeps_the_repo1_metrics_and_adds_one_series_per_repository():
+    status = {'stanza': 'main', 'result': 'failed', 'finished_epoch': 1000, 'verified': ['a', 'b'],
+              'newest_verified': {'stop': 900}, 'last_backup': {'result': 'ok'}, 'check': {'exit': 0},
+              'repos': {'1': {'result': 'ok', 'last_backup': {'result': 'ok'}, 'verified': ['a', 'b'],
+                              'newest_verified': {'stop': 900}, 'check': {'exit': 0}},
+                        '2': {'result': 'failed', 'last_backup': {'result': 'failed'}, 'verified': ['c'],
+                              'newest_verified': {'stop': 500}, 'check': {'exit': 41}}}}
+    text = pbb.prometheus_text(status)
+    # repo1's metrics as before: same names, same labels
+    assert 'greenflow_backup_last_run_ok{stanza="main"} 0\n' in text
+    assert 'greenflow_backup_last_backup_ok{stanza="main"} 1\n' in text
+    assert 'greenflow_backup_verified_backups{stanza="main"} 2\n' in text
+    assert 'greenflow_backup_last_verified_backup_timestamp_seconds{stanza="main"} 900\n' in text
+    # per repository
+    assert 'greenflow_backup_repo_last_run_ok{stanza="main",repo="1"} 1\n' in text
+    assert 'greenflow_backup_repo_last_run_ok{stanza="main",repo="2"} 0\n' in text
+    assert 'greenflow_backup_repo_last_backup_ok{stanza="main",repo="2"} 0\n' in text
+    assert 'greenflow_backup_repo_verified_backups{stanza="main",repo="2"} 1\n' in text
+    assert 'greenflow_backup_repo_last_verified_backup_timestamp_seconds{stanza="main",repo="2"} 500\n' in text
+    assert 'greenflow_backup_repo_archive_check_ok{stanza="main",repo="2"} 0\n' in text
+    assert text.count('# TYPE greenflow_backup_repo_last_run_ok gauge') == 1  # one HELP/TYPE per metric
+    # no repos in the status (written by an older wrapper): no per-repository series
+    del status['repos']
+    assert 'greenflow_backup_repo_' not in pbb.prometheus_text(status)
