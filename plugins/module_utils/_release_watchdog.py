@@ -13,6 +13,10 @@ Order and locks: the record's lock is held from the re-read to the write, so tha
 comes back cannot renew in between (its renewal waits for the lock, then finds the lease lost). When the
 switch fails, the entry stays as it is and the next pass tries again: the record never says traffic was
 put back when it was not.
+
+With ``metrics_dir`` (node exporter's textfile directory) the app's release metrics are rewritten after the
+entry is closed (``_release_metrics``), and ``refresh_metrics`` writes them for every record (the program
+does at its start: records written before the metrics existed get theirs).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -23,6 +27,7 @@ import glob
 import os
 
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_lease as lease_mod
+from ansible_collections.greenflow.platform.plugins.module_utils import _release_metrics as metrics
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_record as rr
 from ansible_collections.greenflow.platform.plugins.module_utils._atomic_file import (
     AtomicFileError, FileLock, atomic_write, lock_path_for, read_snapshot)
@@ -42,7 +47,7 @@ def _load(path):
     return snapshot, rr.parse_record(snapshot.text(), _app_of(path))
 
 
-def scan(directory, now, put_back, log, lock_timeout=5.0):
+def scan(directory, now, put_back, log, lock_timeout=5.0, metrics_dir=None):
     """One pass. Returns a list of (app, entry id, outcome text) for what it acted on."""
     acted = []
     for path in record_files(directory):
@@ -57,13 +62,37 @@ def scan(directory, now, put_back, log, lock_timeout=5.0):
             with FileLock(lock_path_for(path), timeout=lock_timeout):
                 snapshot, record = _load(path)
                 for entry in lease_mod.expired(record, now()):
-                    acted.append(_take_over(path, record, snapshot, entry, now, put_back, log))
+                    acted.append(_take_over(path, record, snapshot, entry, now, put_back, log, metrics_dir))
         except (AtomicFileError, rr.ReleaseRecordError) as exc:
             log("%s: %s" % (path, exc))
     return acted
 
 
-def _take_over(path, record, snapshot, entry, now, put_back, log):
+def _write_metrics(metrics_dir, record, log):
+    try:
+        metrics.write(metrics_dir, record)
+    except (AtomicFileError, OSError) as exc:
+        log("%s: the release metrics in %s were not written: %s" % (record["app"], metrics_dir, exc))
+
+
+def refresh_metrics(directory, metrics_dir, log, lock_timeout=5.0):
+    """Write the release metrics of every record in ``directory`` (each under its record's lock). Returns
+    the apps whose metrics were written."""
+    done = []
+    if not metrics_dir or not os.path.isdir(metrics_dir):
+        return done
+    for path in record_files(directory):
+        try:
+            with FileLock(lock_path_for(path), timeout=lock_timeout):
+                _snapshot, record = _load(path)
+                if metrics.write(metrics_dir, record):
+                    done.append(record["app"])
+        except (AtomicFileError, rr.ReleaseRecordError, OSError) as exc:
+            log("%s: the release metrics were not written: %s" % (path, exc))
+    return done
+
+
+def _take_over(path, record, snapshot, entry, now, put_back, log, metrics_dir=None):
     app, lease = record["app"], entry["lease"]
     try:
         done = put_back(app, lease)
@@ -73,5 +102,6 @@ def _take_over(path, record, snapshot, entry, now, put_back, log):
         return (app, entry["id"], "put-back failed: %s" % exc)
     lease_mod.mark_lost(entry, now(), done)
     atomic_write(path, rr.dump_record(record).encode("utf-8"), like=snapshot, default_mode=0o640)
+    _write_metrics(metrics_dir, record, log)
     log("%s entry %s: %s" % (app, entry["id"], entry["reason"]))
     return (app, entry["id"], entry["reason"])

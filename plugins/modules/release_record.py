@@ -19,6 +19,9 @@ description:
   - An entry left C(in_progress) acts as the deploy lock - O(action=begin) refuses while one younger than
     O(stale_after) exists.
   - Writes atomically under a file lock; a record it cannot parse is never overwritten.
+  - Every change of the record (not a lease renewal) also rewrites the app's release metrics for node exporter's
+    textfile collector in O(metrics_dir) - the live release, where a rollback goes, the last cutover result
+    (docs/monitoring.md).
 author:
   - greenflow platform engineers (@greenflow)
 options:
@@ -160,6 +163,15 @@ options:
     description: How many of the newest entries to return in RV(history) and RV(history_table).
     type: int
     default: 10
+  metrics_dir:
+    description:
+      - Node exporter's textfile directory. After each change of the record (O(action=begin), O(action=finish);
+        the lease actions change nothing the metrics show) the module rewrites C(greenflow_release_<app>.prom)
+        there, atomically - the metrics C(greenflow_release_*) of docs/monitoring.md.
+      - Written only when the directory exists (the monitoring role makes it with the node exporter); an empty
+        string writes none. A failure to write them is a warning - the record is written.
+    type: path
+    default: /var/lib/prometheus/node-exporter
 extends_documentation_fragment:
   - greenflow.platform.app
   - greenflow.platform.attributes
@@ -272,6 +284,11 @@ path:
   returned: always
   type: str
   sample: /var/lib/greenflow/releases/demo.json
+metrics_path:
+  description: The release metrics file written by this call; empty when none was written.
+  returned: always
+  type: str
+  sample: /var/lib/prometheus/node-exporter/greenflow_release_demo.prom
 """
 
 import time
@@ -426,6 +443,7 @@ def main():
             force=dict(type="bool", default=False),
             keep=dict(type="int", default=200),
             history_limit=dict(type="int", default=10),
+            metrics_dir=dict(type="path", default="/var/lib/prometheus/node-exporter"),
         ),
         supports_check_mode=True,
     )
@@ -446,12 +464,14 @@ def main():
             record = store.read(path, p["app"])
         except (rr.ReleaseRecordError, AtomicFileError, UnicodeDecodeError) as exc:
             module.fail_json(msg="cannot read the release record %s: %s" % (path, exc))
-        module.exit_json(changed=False, path=path, **_summary(record, now, p))
+        module.exit_json(changed=False, path=path, metrics_path="", **_summary(record, now, p))
 
     module.retire = None
+    # the lease actions change nothing the metrics show: a cutover renews its lease every few seconds
+    metrics_dir = None if p["action"] in ("lease", "renew", "release") else p["metrics_dir"]
     try:
         # check mode reads without the lock and writes nothing
-        with RecordUpdate(path, p["app"], keep=p["keep"], dry_run=module.check_mode) as update:
+        with RecordUpdate(path, p["app"], keep=p["keep"], dry_run=module.check_mode, metrics_dir=metrics_dir) as update:
             record = update.record
             entry, planned = _change(module, record, now)
             if entry is None:  # a retire with nothing to retire: leave the file as it is
@@ -461,7 +481,10 @@ def main():
     except (rr.ReleaseRecordError, AtomicFileError, OSError) as exc:
         module.fail_json(msg="release record %s: %s" % (path, exc))
     extra = {"retire": module.retire} if module.retire is not None else {}
+    if update.metrics_error:
+        module.warn(update.metrics_error)
     module.exit_json(changed=entry is not None, path=path, entry=_without_env(entry) or {},
+                     metrics_path=update.metrics_path or "",
                      **dict(_summary(record, now, p, planned), **extra))
 
 

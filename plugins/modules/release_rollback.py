@@ -71,6 +71,13 @@ options:
     description: Entries of the history returned in RV(history_table).
     type: int
     default: 10
+  metrics_dir:
+    description:
+      - Node exporter's textfile directory - when the record changes, C(greenflow_release_<app>.prom) there is
+        rewritten (see M(greenflow.platform.release_record)'s O(greenflow.platform.release_record#module:metrics_dir)).
+        Only when the directory exists; an empty string writes none.
+    type: path
+    default: /var/lib/prometheus/node-exporter
 extends_documentation_fragment:
   - greenflow.platform.app
   - greenflow.platform.nginx
@@ -177,6 +184,11 @@ history_table:
   returned: always
   type: list
   elements: str
+metrics_path:
+  description: The release metrics file rewritten by this run (O(metrics_dir)); empty when none was written.
+  returned: success
+  type: str
+  sample: /var/lib/prometheus/node-exporter/greenflow_release_demo.prom
 record_path:
   description: The record file.
   returned: always
@@ -243,10 +255,14 @@ class Rollback(object):
 
     def run(self):
         try:
-            with RecordUpdate(self.result["record_path"], self.p["app"], dry_run=self.module.check_mode) as update:
+            with RecordUpdate(self.result["record_path"], self.p["app"], dry_run=self.module.check_mode,
+                              metrics_dir=self.p["metrics_dir"]) as update:
                 self._under_lock(update)
         except (rr.ReleaseRecordError, AtomicFileError, UnicodeDecodeError, OSError) as exc:
             self.fail("release record %s: %s. Nothing was changed." % (self.result["record_path"], exc))
+        if update.metrics_error:
+            self.module.warn(update.metrics_error)
+        self.result["metrics_path"] = update.metrics_path or ""
         self.result["timings"]["total_seconds"] = _ms(time.monotonic() - self.started)
         self.module.exit_json(**self.result)
 
@@ -344,6 +360,7 @@ def main():
         path=dict(type="path"),
         stale_after=dict(type="int", default=7200),
         history_limit=dict(type="int", default=10),
+        metrics_dir=dict(type="path", default="/var/lib/prometheus/node-exporter"),
     )
     argument_spec.update(switch.argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

@@ -75,12 +75,17 @@ def test_rules_unit_tests(rules_dir):
 
 def test_short_durations_for_the_lab_render_and_check(tmp_path):
     (tmp_path / "r.yml").write_text(render(monitoring_alert_critical_for="10s", monitoring_alert_warning_for="30s",
-                                           monitoring_alert_down_for="20s"))
+                                           monitoring_alert_down_for="20s", monitoring_alert_http_window="1m"))
     proc = promtool("check", "rules", "r.yml", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rules = yaml.safe_load((tmp_path / "r.yml").read_text())
-    fors = {r["alert"]: r["for"] for g in rules["groups"] for r in g["rules"]}
+    fors = {r["alert"]: r.get("for") for g in rules["groups"] for r in g["rules"]}
     assert fors["HttpErrorRateHigh"] == "10s" and fors["CpuBusy"] == "30s" and fors["PostgresqlDown"] == "10s"
+    # the release event fires at its first evaluation (the metric is already the event)
+    assert fors["ReleaseRolledBackAutomatically"] is None
+    exprs = {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"]}
+    for alert in ("HttpErrorRateHigh", "ResponseTimeHigh"):
+        assert "[1m]" in exprs[alert] and "[5m]" not in exprs[alert], exprs[alert]
 
 
 def test_extra_rule_groups_are_appended(tmp_path):

@@ -11,7 +11,9 @@ ANSIBLE = os.path.join(os.path.dirname(sys.executable), "ansible")
 def _run(path, check=False, **args):
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO_ROOT, "ansible.cfg"),
                ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json")
-    args = dict(args, app="demo", path=str(path))
+    # the release metrics beside the record (never the machine's own node exporter directory)
+    args = dict(dict(metrics_dir=os.path.join(os.path.dirname(str(path)), "node-exporter")), **args)
+    args.update(app="demo", path=str(path))
     cmd = [ANSIBLE, "localhost", "-i", "localhost,", "-c", "local", "-m", "greenflow.platform.release_record",
            "-e", "ansible_python_interpreter=" + sys.executable, "-a", json.dumps(args)] + (["--check"] if check else [])
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
@@ -102,3 +104,29 @@ def test_a_deploy_plans_and_locks_in_one_step(tmp_path):
     wrong = _run(record, action="begin", version="3", color="green", nginx_shares={"green": 100})
     assert wrong.get("failed") and "color green was asked for, but the plan says blue" in wrong["msg"], wrong
     assert record.read_text() == before
+
+
+def test_each_change_rewrites_the_release_metrics_but_no_lease_renewal(tmp_path):
+    record = tmp_path / "releases" / "demo.json"
+    textfiles = tmp_path / "node-exporter"
+    prom = textfiles / "greenflow_release_demo.prom"
+    first = _run(record, action="begin", version="1", color="blue", metrics_dir=str(textfiles))
+    assert first["metrics_path"] == "" and not textfiles.exists()   # no directory: no metrics, no error
+    _run(record, action="finish", id=first["entry"]["id"], outcome="succeeded")
+    textfiles.mkdir()
+    began = _run(record, action="begin", version="2", color="green", previous_color="blue",
+                 metrics_dir=str(textfiles))
+    assert began["metrics_path"] == str(prom)
+    assert 'greenflow_release_in_progress{app="demo"} 1' in prom.read_text()
+    prom.unlink()
+    leased = _run(record, action="lease", id=began["entry"]["id"], holder="ci:1", metrics_dir=str(textfiles))
+    assert leased["changed"] and leased["metrics_path"] == "" and not prom.exists()
+    _run(record, action="release", id=began["entry"]["id"], holder="ci:1", metrics_dir=str(textfiles))
+    done = _run(record, action="finish", id=began["entry"]["id"], outcome="failed", metrics_dir=str(textfiles),
+                reason="automatic rollback after 100 % (the watch broke): gates")
+    assert done["metrics_path"] == str(prom)
+    text = prom.read_text()
+    assert 'greenflow_release_info{app="demo",role="live",version="1",color="blue"} 1' in text
+    assert 'greenflow_release_last_result{app="demo",result="rolled_back"} 1' in text
+    assert 'greenflow_release_last_result_automatic{app="demo"} 1' in text
+    assert _run(record, metrics_dir=str(textfiles))["metrics_path"] == ""   # a read writes nothing

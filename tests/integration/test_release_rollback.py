@@ -39,6 +39,8 @@ def _split(lab):
 
 
 def _rollback(lab, path, check=False, **extra):
+    # the release metrics beside the record (never the machine's own node exporter directory)
+    extra.setdefault("metrics_dir", os.path.join(os.path.dirname(str(path)), "node-exporter"))
     args = lab.module_args(path=str(path), user="ci", **extra)
     return nf.run_ansible(args, module=MODULE, check=check)
 
@@ -71,6 +73,8 @@ def test_instant_switch_under_load(two_releases):
     rollback = _read(path)[-1]
     assert (rollback["action"], rollback["version"], rollback["color"], rollback["restores"]) == ("rollback", "1", "blue", 1)
     assert rollback["outcome"] == "succeeded" and "instant switch" in rollback["reason"]
+    # no textfile directory: no metrics; with one, the rollback is in them
+    assert result["metrics_path"] == ""
     print("\n[instant rollback] on the load balancer %.3f s (probe %.3f s, switch %.3f s); load: %s" % (
         result["timings"]["total_seconds"], result["timings"]["probe_seconds"], result["timings"]["switch_seconds"],
         during.summary()))
@@ -163,3 +167,17 @@ def test_nginx_refusing_the_switch_moves_nothing_and_records_it(two_releases):
     # the lock is free again: the next rollback, nginx fixed, goes through
     assert _rollback(lab, path)["switched"]
     assert _split(lab) == {"blue": 100, "green": 0}
+
+
+def test_the_release_metrics_follow_the_rollback(two_releases):
+    lab, path = two_releases
+    textfiles = os.path.join(os.path.dirname(path), "node-exporter")
+    os.makedirs(textfiles)
+    result = _rollback(lab, path)
+    assert result["switched"] and result["metrics_path"] == os.path.join(textfiles, "greenflow_release_demo.prom")
+    with open(result["metrics_path"]) as f:
+        text = f.read()
+    assert 'greenflow_release_info{app="demo",role="live",version="1",color="blue"} 1' in text
+    assert 'greenflow_release_last_result{app="demo",result="rolled_back"} 1' in text
+    assert 'greenflow_release_last_result_automatic{app="demo"} 0' in text
+    assert 'greenflow_release_in_progress{app="demo"} 0' in text

@@ -33,6 +33,9 @@ def _args(argv):
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between passes (default 1)")
     parser.add_argument("--lib", default=DEFAULT_LIB, help="where the collection's module_utils are installed")
     parser.add_argument("--once", action="store_true", help="one pass, then exit (non-zero when a put-back failed)")
+    parser.add_argument("--metrics-dir", default="",
+                        help="node exporter's textfile directory: the release metrics of an app are rewritten there "
+                             "when the watchdog closes an entry, and for every record at start (empty: none)")
     return parser.parse_args(argv)
 
 
@@ -56,10 +59,14 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
     if not args.once:
         _log("watching the release records in %s every %g s" % (args.records, args.interval))
+    if args.metrics_dir and os.path.isdir(args.records):
+        written = _release_watchdog.refresh_metrics(args.records, args.metrics_dir, _log)
+        if written:
+            _log("release metrics written in %s for %s" % (args.metrics_dir, ", ".join(written)))
     while True:
         acted = []
         if os.path.isdir(args.records):
-            acted = _release_watchdog.scan(args.records, time.time, put_back, _log)
+            acted = _release_watchdog.scan(args.records, time.time, put_back, _log, metrics_dir=args.metrics_dir)
         if args.once:
             return 1 if any(what[2].startswith("put-back failed") for what in acted) else 0
         if stopping:
