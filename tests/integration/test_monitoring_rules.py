@@ -54,7 +54,7 @@ def rules_dir(tmp_path):
 def test_rules_pass_promtool_check(rules_dir):
     proc = promtool("check", "rules", "greenflow.rules.yml", cwd=rules_dir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 17 rules found" in proc.stdout
+    assert "SUCCESS: 18 rules found" in proc.stdout
 
 
 def test_every_alert_has_a_firing_unit_test():
@@ -93,7 +93,7 @@ def test_extra_rule_groups_are_appended(tmp_path):
     (tmp_path / "r.yml").write_text(render(monitoring_extra_rule_groups=extra))
     proc = promtool("check", "rules", "r.yml", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "18 rules found" in proc.stdout
+    assert "19 rules found" in proc.stdout
 
 
 def test_a_broken_expression_is_refused(tmp_path):
