@@ -5,8 +5,8 @@ SHELL := /bin/bash
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
-# ansible-lint and molecule install a copy of the collection under ANSIBLE_HOME; keep that copy in this
-# checkout (not ~/.ansible, where a stale copy from another checkout would shadow this one).
+# molecule installs a copy of the collection under ANSIBLE_HOME (ansible-lint under one of its own: see lint);
+# keep that copy in this checkout (not ~/.ansible, where a stale copy from another checkout would shadow this one).
 export ANSIBLE_HOME := $(CURDIR)/.cache/ansible-home
 # Our scenarios live in the top-level molecule/ folder (the collection layout). Recent molecule looks
 # in extensions/molecule/ when it finds a galaxy.yml; this tells it where ours are.
@@ -85,10 +85,14 @@ test-package: venv
 sanity: venv debian-packages
 	scripts/sanity.sh
 
+# ansible-lint has an ANSIBLE_HOME of its own: in `make test` it runs while molecule's playbooks read the copy
+# of the collection that molecule installed under ANSIBLE_HOME, which nothing else may touch (removing it
+# here once failed a converge: "Could not find or access .../enabled.yml"). It finds greenflow.platform
+# through ./collections (ansible.cfg).
+LINT_ANSIBLE_HOME := $(CURDIR)/.cache/ansible-home-lint
 lint: venv
 	yamllint -s .
-	rm -rf $(ANSIBLE_HOME)/collections/ansible_collections/greenflow
-	ansible-lint
+	ANSIBLE_HOME=$(LINT_ANSIBLE_HOME) ansible-lint
 
 # The lab's own life cycle (up, up again = no change, status, down = nothing left), in a prefixed lab.
 test-lab: venv docker
