@@ -71,6 +71,10 @@ ARGUMENT_SPEC = dict(
     record_path=dict(type="path"),
     lease_ttl=dict(type="float", default=10.0),
     validate_only=dict(type="bool", default=False),
+    # the new colour's CPU and memory (the resource lines): node exporter pages of its nodes
+    resource_urls=dict(type="list", elements="str", default=[]),
+    resource_service=dict(type="str"),
+    resource_timeout=dict(type="float", default=2.0),
 )
 # steps, their timing and the gates: types and defaults from the release model (documented by the doc
 # fragment greenflow.platform.gates, which a unit test keeps equal to it)
@@ -144,9 +148,12 @@ def check_options(args):
                         % (lease_mod.MIN_TTL, lease_mod.MAX_TTL, lease_ttl))
     if not args["health_timeout"] > 0:
         problems.append("health_timeout must be > 0, got %r" % args["health_timeout"])
-    for url in args["health_urls"]:
-        if not (url.startswith("http://") or url.startswith("https://")):
-            problems.append("health_urls must be http:// or https:// URLs, got %r" % url)
+    for key in ("health_urls", "resource_urls"):
+        for url in args.get(key) or []:
+            if not (url.startswith("http://") or url.startswith("https://")):
+                problems.append("%s must be http:// or https:// URLs, got %r" % (key, url))
+    if not args.get("resource_timeout", 2.0) > 0:
+        problems.append("resource_timeout must be > 0, got %r" % args.get("resource_timeout"))
     pools = args.get("pools")
     if pools is not None:
         for colour, members in pools.items():
@@ -162,7 +169,7 @@ def check_options(args):
                             % args["from_color"])
     gates = None
     try:
-        gates = gates_mod.check_gates(dict((k, args[k]) for k in model.JUDGING_GATES))
+        gates = gates_mod.check_gates(dict((k, args.get(k)) for k in model.JUDGING_GATES))
     except gates_mod.GateError as exc:
         problems.append(str(exc))
     if problems:
@@ -193,6 +200,11 @@ class ActionModule(ActionBase):
         self._args = args
         self._gates = gates
         self._dwells = dwells
+        # the resource lines are judged when they are on and the new colour's node exporters are given
+        self._resources_on = bool(args["resource_urls"]) and gates_mod.resources_judged(gates)
+        self._resource_service = args.get("resource_service") or model.service_name(args["app"], args["to_color"])
+        self._streaks = {}
+        self._resource_warned = set()
         self._task_vars = task_vars
         if args["validate_only"]:
             result.update(changed=False, plan=self._plan_steps(steps), gates=gates,
@@ -225,10 +237,63 @@ class ActionModule(ActionBase):
         return out
 
     def _probe_args(self):
-        """traffic_window's health probe options: the new colour's servers, probed from the LB."""
+        """traffic_window's health probe options: the new colour's servers, probed from the LB; and, with
+        the resource lines on, the node exporter pages its tasks' CPU and memory are read from."""
         a = self._args
-        return {"health_urls": a["health_urls"], "health_timeout": a["health_timeout"],
-                "health_validate_certs": a["health_validate_certs"]}
+        out = {"health_urls": a["health_urls"], "health_timeout": a["health_timeout"],
+               "health_validate_certs": a["health_validate_certs"]}
+        if self._resources_on:
+            out.update(resource_urls=a["resource_urls"], resource_service=self._resource_service,
+                       resource_timeout=a["resource_timeout"])
+        return out
+
+    def _resource_decision(self, window, decision, record):
+        """The resource lines on this poll's reading: ``decision`` becomes an abort when one is breached.
+        ``record`` (the poll) gets the highest CPU and memory percent read. A page that cannot be read
+        mid-cutover is said once per node and judged as no reading (the preflight made sure every node
+        answered before any traffic moved)."""
+        if not self._resources_on or window.get("failed"):
+            return decision
+        read = window.get("resources") or {}
+        tasks = read.get("tasks") or []
+        for err in read.get("errors") or []:
+            if err["url"] not in self._resource_warned:
+                self._resource_warned.add(err["url"])
+                display.warning("release_cutover %s: no CPU and memory reading from %s: %s (judged on the other "
+                                "readings until it answers)" % (self._args["app"], err["url"], err["error"]))
+        for metric in ("cpu_percent", "memory_percent"):
+            values = [t[metric] for t in tasks if t.get(metric) is not None]
+            if values:
+                record[metric] = max(values)
+        if read.get("errors"):
+            record["resource_errors"] = len(read["errors"])
+        if read.get("ms") is not None:
+            record["resource_ms"] = read["ms"]
+        breaches = gates_mod.resource_breaches(tasks, self._gates, self._streaks)
+        return gates_mod.with_resource_breaches(decision, breaches)
+
+    def _check_resources(self, mark):
+        """Preflight of the resource lines: every node exporter page answers with greenflow_container_*
+        metrics and shows the new colour's tasks; else nothing moves. Returns a problem or None."""
+        if not self._resources_on:
+            return None
+        a = self._args
+        read = mark.get("resources") or {}
+        problems = ["%s: %s" % (e["url"], e["error"]) for e in read.get("errors") or []]
+        nodes = set(t.get("node") for t in read.get("tasks") or [])
+        for url in a["resource_urls"]:
+            node = url.split("://", 1)[-1].split("/", 1)[0]
+            if node not in nodes and not any(p.startswith(url + ":") for p in problems):
+                problems.append("%s: no task of %s there" % (url, self._resource_service))
+        if not problems:
+            return None
+        return ("cannot read the CPU and memory of %s's tasks, which the resource lines (abort_cpu_percent %g, "
+                "abort_memory_percent %g) judge: %s. Is greenflow-container-stats running on the swarm nodes "
+                "(role greenflow.platform.monitoring) and may the load balancer reach their node exporter "
+                "(firewall_swarm_stats_ports)? To release without these lines set abort_cpu_percent and "
+                "abort_memory_percent to 0 (deploy.yml: cutover_abort_cpu_percent=0 cutover_abort_memory_percent=0)"
+                % (a["to_color"], self._gates["abort_cpu_percent"], self._gates["abort_memory_percent"],
+                   "; ".join(problems)))
 
     def _run(self, module, module_args):
         res = self._execute_module(module_name=module, module_args=module_args,
@@ -331,6 +396,11 @@ class ActionModule(ActionBase):
                                    _pct(self._gates["abort_error_rate"]),
                                    _ms(self._gates["abort_p95_ms"]),
                                    self._gates["abort_min_failures"]))
+        if self._resources_on:
+            display.display("  resource lines: abort if a task of %s is at >= %g%% of its CPU limit or >= %g%% of "
+                            "its memory limit on %d samples in a row (0: off), read from %d node(s)"
+                            % (a["to_color"], self._gates["abort_cpu_percent"], self._gates["abort_memory_percent"],
+                               self._gates["abort_resource_samples"], len(a["resource_urls"])))
         return {"changed": True, "check_mode": True, "plan": plan, "timeline": [],
                 "watch_seconds": a["watch_seconds"],
                 "gates": self._gates, "shares": None,
@@ -364,7 +434,15 @@ class ActionModule(ActionBase):
                                     "changed): %s" % (a["log_path"], mark.get("msg")))
         health = mark.get("health") or []
         bad = [h for h in health if not h["ok"]]
-        timeline.append({"event": "preflight", "time": _now_iso(), "health": health})
+        preflight = {"event": "preflight", "time": _now_iso(), "health": health}
+        timeline.append(preflight)
+        if self._resources_on:
+            preflight["resources"] = mark.get("resources")
+            problem = self._check_resources(mark)
+            if problem:
+                out.update(failed=True, msg="release_cutover %s: %s. No traffic was moved." % (a["app"], problem))
+                display.display("release_cutover %s: preflight failed, nothing moved" % a["app"])
+                return out
         if bad:
             out.update(failed=True, msg="release_cutover %s: %s is not healthy, no traffic was "
                        "moved: %s" % (a["app"], to_c, "; ".join(
@@ -494,12 +572,14 @@ class ActionModule(ActionBase):
             # traffic_window probes the new colour from the load balancer while it reads the log
             window, health, view, decision = self._read_window(step["position"], attribution, thresholds)
             now = time.monotonic()
+            poll = {}
             if decision is None:
                 decision = gates_mod.evaluate(view, gates, final=now >= dwell_end,
                                               wait_over=now >= wait_end, health=health)
-            poll = {"t": round(now - t0, 3), "verdict": decision["verdict"],
-                    "requests": view.get("requests"), "errors_5xx": view.get("errors_5xx"),
-                    "error_rate": view.get("error_rate"), "p95_ms": view.get("p95_ms")}
+                decision = self._resource_decision(window, decision, poll)
+            poll.update({"t": round(now - t0, 3), "verdict": decision["verdict"],
+                         "requests": view.get("requests"), "errors_5xx": view.get("errors_5xx"),
+                         "error_rate": view.get("error_rate"), "p95_ms": view.get("p95_ms")})
             if health:
                 poll["health_ok"] = all(h["ok"] for h in health)
             polls.append(poll)
@@ -531,6 +611,8 @@ class ActionModule(ActionBase):
             "unattributed_5xx": view.get("unattributed_5xx"),
             "health": health,
         })
+        if self._resources_on:
+            step["resources"] = (window.get("resources") or {}).get("tasks")
         if not window.get("failed"):
             step["pools"] = dict((c, {k: s.get(k) for k in (
                 "requests", "errors_5xx", "error_rate", "p50_ms", "p95_ms", "p99_ms")})
@@ -569,6 +651,7 @@ class ActionModule(ActionBase):
             self._renew_lease()
             poll_start = time.monotonic()
             start = gates_mod.rolling_start(marks, poll_start, window_seconds, first)
+            poll_resources = {}
             window, health, view, decision = self._read_window(start, attribution, thresholds)
             now = time.monotonic()
             if decision is None:
@@ -582,9 +665,10 @@ class ActionModule(ActionBase):
                         raise AnsibleActionFail("cannot read the access log %s for the whole watch: %s"
                                                 % (a["log_path"], whole.get("msg")))
                 decision = gates_mod.evaluate_watch(view, gates, health=health, whole=whole_view)
-            poll = {"t": round(now - t0, 3), "verdict": decision["verdict"],
-                    "requests": view.get("requests"), "errors_5xx": view.get("errors_5xx"),
-                    "error_rate": view.get("error_rate"), "p95_ms": view.get("p95_ms")}
+                decision = self._resource_decision(window, decision, poll_resources)
+            poll = dict(poll_resources, **{"t": round(now - t0, 3), "verdict": decision["verdict"],
+                                           "requests": view.get("requests"), "errors_5xx": view.get("errors_5xx"),
+                                           "error_rate": view.get("error_rate"), "p95_ms": view.get("p95_ms")})
             if health:
                 poll["health_ok"] = all(h["ok"] for h in health)
             polls.append(poll)
@@ -610,6 +694,8 @@ class ActionModule(ActionBase):
             "p95_ms": judged.get("p95_ms"), "p99_ms": judged.get("p99_ms"),
             "health": health,
         })
+        if self._resources_on:
+            watch["resources"] = (window.get("resources") or {}).get("tasks")
         if not window.get("failed"):
             watch["end_position"] = window.get("position")
         return verdict
@@ -641,11 +727,21 @@ class ActionModule(ActionBase):
     def _show(self, step):
         a = self._args
         display.display(
-            "  step %d/%d: %s %3d%%  requests %-6s error rate %-7s p95 %-8s -> %s (%.1fs)%s" % (
+            "  step %d/%d: %s %3d%%  requests %-6s error rate %-7s p95 %-8s%s -> %s (%.1fs)%s" % (
                 step["step"], step["steps"], a["to_color"], step["share"],
                 step.get("requests"), _pct(step.get("error_rate")), _ms(step.get("p95_ms")),
-                step.get("verdict"), step.get("seconds") or 0.0,
+                self._peak_resources(step), step.get("verdict"), step.get("seconds") or 0.0,
                 (": " + "; ".join(step["reasons"])) if step.get("reasons") else ""))
+
+    def _peak_resources(self, step):
+        """' cpu 12% mem 40%': the highest of the step's polls (empty when the resource lines are off)."""
+        if not self._resources_on:
+            return ""
+        out = ""
+        for metric, label in (("cpu_percent", "cpu"), ("memory_percent", "mem")):
+            values = [p[metric] for p in step.get("polls") or [] if p.get(metric) is not None]
+            out += " %s %s" % (label, ("%.0f%%" % max(values)) if values else "n/a")
+        return out
 
     def _revert_and_fail(self, out, step, why):
         a = self._args

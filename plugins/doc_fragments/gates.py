@@ -81,4 +81,26 @@ options:
         that breaks after 100 % is caught within about this window, its errors not diluted by a long
         good start.
     type: float
-    default: 30"""
+    default: 30
+  abort_cpu_percent:
+    description:
+      - Abort line on CPU - a task of O(to_color) using at least this percent of its CPU limit (of one core
+        when it has none) on O(abort_resource_samples) samples in a row aborts, in the steps and the watch.
+        0 turns it off.
+      - Judged only when the cutover reads the tasks' CPU and memory (option C(resource_urls) of
+        greenflow.platform.release_cutover - deploy.yml passes the node exporters of the new colour's nodes).
+    type: float
+    default: 80
+  abort_memory_percent:
+    description:
+      - Abort line on memory - a task of O(to_color) using at least this percent of its memory limit on
+        O(abort_resource_samples) samples in a row aborts. Tasks without a memory limit are not judged on it.
+        0 turns it off.
+    type: float
+    default: 85
+  abort_resource_samples:
+    description:
+      - How many samples in a row (greenflow-container-stats samples every 2 s by default) a task must be at
+        or over a resource line before it aborts - one busy moment is no evidence.
+    type: int
+    default: 3"""

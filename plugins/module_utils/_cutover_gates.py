@@ -9,7 +9,10 @@ The gates judge the *new* colour's numbers for the window of one step (see
 
 Lines and verdicts
     - ``abort`` -- at any poll: a health probe of the new colour failed, or the error rate is
-      >= ``abort_error_rate``, or p95 is >= ``abort_p95_ms``. Acted on at once: traffic goes back.
+      >= ``abort_error_rate``, or p95 is >= ``abort_p95_ms``, or (``resource_breaches``, when the
+      cutover reads the new colour's tasks) a task's CPU is >= ``abort_cpu_percent`` of its limit or its
+      memory >= ``abort_memory_percent`` of its limit on ``abort_resource_samples`` samples in a row.
+      Acted on at once: traffic goes back.
     - ``watch`` -- during the dwell, nothing crossed an abort line: keep watching.
     - at the end of the dwell:
         - ``pass`` -- at least ``min_requests`` requests, error rate <= ``max_error_rate`` and
@@ -77,7 +80,16 @@ def check_gates(gates):
             raise GateError("%s must be a number of milliseconds, got %r" % (key, out[key]))
         if not out[key] > 0:
             raise GateError("%s must be > 0 ms, got %r" % (key, out[key]))
-    for key in ("min_requests", "abort_min_failures"):
+    for key, top in (("abort_cpu_percent", model.MAX_CPU_PERCENT), ("abort_memory_percent", model.MAX_MEMORY_PERCENT)):
+        try:
+            if isinstance(out[key], bool):
+                raise ValueError()
+            out[key] = float(out[key])
+        except (TypeError, ValueError):
+            raise GateError("%s must be a number (percent; 0 turns the line off), got %r" % (key, out[key]))
+        if not 0.0 <= out[key] <= top:
+            raise GateError("%s must be between 0 (off) and %g, got %r" % (key, top, out[key]))
+    for key in ("min_requests", "abort_min_failures", "abort_resource_samples"):
         value = out[key]
         if isinstance(value, bool) or not isinstance(value, int):
             try:
@@ -226,9 +238,61 @@ def rolling_start(marks, now, window, first):
     return start
 
 
+def resources_judged(gates):
+    """True when a resource line is on (the cutover then needs the new colour's CPU and memory)."""
+    return gates["abort_cpu_percent"] > 0 or gates["abort_memory_percent"] > 0
+
+
+def resource_breaches(tasks, gates, streaks):
+    """The resource lines at one poll.
+
+    tasks   -- the new colour's tasks as traffic_window reads them (``node``, ``container``, ``task``,
+               ``cpu_percent``, ``memory_percent``, the sampler's ``timestamp``).
+    streaks -- the caller's dict, kept from poll to poll: per task, the last sample counted and how many
+               samples in a row crossed each line. A sample is counted once (polls may be faster than the
+               sampler); a task that is gone is forgotten.
+
+    A line is breached when a task is at or over it on ``abort_resource_samples`` samples in a row: one
+    busy second is no evidence, a task pinned at its limit for a few samples is. Returns breaches
+    (like ``evaluate``'s) for the abort decision, empty when none."""
+    breaches = []
+    seen = set()
+    need = gates["abort_resource_samples"]
+    for t in tasks or []:
+        key = "%s/%s" % (t.get("node"), t.get("container") or t.get("task"))
+        seen.add(key)
+        streak = streaks.setdefault(key, {"timestamp": None, "cpu_percent": 0, "memory_percent": 0})
+        if t.get("timestamp") is None or t.get("timestamp") == streak["timestamp"]:
+            continue
+        streak["timestamp"] = t.get("timestamp")
+        for metric, line in (("cpu_percent", gates["abort_cpu_percent"]),
+                             ("memory_percent", gates["abort_memory_percent"])):
+            value = t.get(metric)
+            if not line or value is None:
+                continue
+            streak[metric] = streak[metric] + 1 if value >= line else 0
+            if streak[metric] >= need:
+                breaches.append(_breach(metric, value, ">=", line, task=t.get("task"), node=t.get("node"),
+                                        samples=streak[metric]))
+    for key in [k for k in streaks if k not in seen]:
+        del streaks[key]
+    return breaches
+
+
+def with_resource_breaches(decision, breaches):
+    """``decision`` (evaluate's or evaluate_watch's) turned into an abort when a resource line is breached."""
+    if not breaches:
+        return decision
+    prior = decision["breaches"] if decision["verdict"] == ABORT else []
+    everything = list(prior) + list(breaches)
+    return {"verdict": ABORT, "breaches": everything, "reasons": [_describe(b) for b in everything]}
+
+
 def _fmt(metric, value):
     if value is None:
         return "n/a"
+    if metric in ("cpu_percent", "memory_percent"):
+        return "%.1f %%" % value
     if metric == "error_rate":
         return "%.2f%%" % (100.0 * value)
     if metric == "p95_ms":
@@ -246,4 +310,8 @@ def _describe(breach):
         text += " (%d of %d requests 5xx)" % (breach["errors_5xx"], breach["requests"])
     if metric == "p95_ms" and "slow_requests" in breach:
         text += " (%d slow of %d)" % (breach["slow_requests"], breach["latency_samples"])
+    if metric in ("cpu_percent", "memory_percent") and "samples" in breach:
+        text += " (task %s on %s, %d samples in a row; %s)" % (
+            breach.get("task"), breach.get("node"), breach["samples"],
+            "of its CPU limit, or of one core without one" if metric == "cpu_percent" else "of its memory limit")
     return text

@@ -41,6 +41,7 @@ DEFAULT_SETTINGS = {
     'swarm_vxlan_port': 4789,
     'published_ports': [],
     'published_extra_cidrs': [],
+    'swarm_stats_ports': [],
     'postgresql_port': 5432,
     'exporter_ports': {},
     'backup_ports': [],
@@ -155,6 +156,9 @@ def build_policy(groups, addresses, settings=None):
     extra_published = [normalize_cidr(c, 'published_extra_cidrs') for c in conf['published_extra_cidrs']]
     add('published app ports from the load balancers', swarm, 'tcp', conf['published_ports'],
         src(lbs) + extra_published, published=True)
+    # the cutover on a load balancer reads the new colour's CPU and memory from the swarm nodes' node exporter
+    add('container stats of the swarm nodes from the load balancers', swarm, 'tcp', conf['swarm_stats_ports'],
+        src(lbs))
     for db in dbs:
         others = [h for h in _unique(swarm + dbs + backups + monitoring) if h != db]
         add('postgresql from swarm, database, backup and monitoring hosts', [db], 'tcp',

@@ -140,13 +140,21 @@ GATE_SPEC = {
     # the watch after the last step (0: none), judged on a rolling window of its last seconds
     "watch_seconds": {"type": "float", "default": 0.0},
     "watch_window_seconds": {"type": "float", "default": 30.0},
+    # resource lines (abort only; 0: off), judged when the cutover is given the new colour's node exporters
+    "abort_cpu_percent": {"type": "float", "default": 80.0},
+    "abort_memory_percent": {"type": "float", "default": 85.0},
+    "abort_resource_samples": {"type": "int", "default": 3},
 }
 # The longest dwell of one step and the longest watch (a bounded task: an hour each at most).
 MAX_STEP_SECONDS = 3600.0
 MAX_WATCH_SECONDS = 86400.0
 # The gates that judge a step's numbers (the rest shape the steps and their timing).
 JUDGING_GATES = ("max_error_rate", "max_p95_ms", "abort_error_rate", "abort_p95_ms", "min_requests",
-                 "abort_min_failures")
+                 "abort_min_failures", "abort_cpu_percent", "abort_memory_percent", "abort_resource_samples")
+# Upper bounds of the resource lines: CPU is a percent of the task's limit (of one core without one: a
+# task without a limit may use several), memory a percent of its limit.
+MAX_CPU_PERCENT = 6400.0
+MAX_MEMORY_PERCENT = 100.0
 
 
 def gate_defaults(names=None):

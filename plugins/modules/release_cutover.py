@@ -101,6 +101,26 @@ options:
     description: The JSON access log on the load balancer (see M(greenflow.platform.traffic_window)).
     type: path
     required: true
+  resource_urls:
+    description:
+      - Node exporter pages of the nodes that run O(to_color)'s tasks, read from the load balancer at every poll
+        with the log (for example C(http://10.0.0.11:9100/metrics?collect[]=textfile)) - the
+        C(greenflow_container_*) CPU and memory metrics that greenflow-container-stats (role
+        C(greenflow.platform.monitoring)) writes there. Given (and O(abort_cpu_percent) or
+        O(abort_memory_percent) not 0), the resource lines are judged in the steps and the watch.
+      - Before any traffic moves every page must answer and show a task of O(resource_service); else the task
+        fails and nothing moves. A page that stops answering later is warned about and judged as no reading.
+      - Not given - the resource lines are not judged.
+    type: list
+    elements: str
+    default: []
+  resource_service:
+    description: The swarm service whose tasks O(resource_urls) show (default C(<app>-<to_color>)).
+    type: str
+  resource_timeout:
+    description: Seconds each O(resource_urls) read may take.
+    type: float
+    default: 2.0
   record_entry:
     description:
       - The in-progress entry of the release record (M(greenflow.platform.release_record), its C(entry.id)) this

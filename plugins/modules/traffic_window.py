@@ -55,6 +55,22 @@ options:
       - A RV(position) returned by an earlier run; reading starts there.
       - Without O(position) the whole current log is read (filtered by O(since) when given).
     type: dict
+  resource_urls:
+    description:
+      - Node exporter pages to read the CPU and memory of O(resource_service)'s tasks from, while the log is
+        read (for example C(http://10.0.0.11:9100/metrics?collect[]=textfile)) - the
+        C(greenflow_container_*) metrics that greenflow-container-stats (role greenflow.platform.monitoring)
+        writes on the swarm nodes. Fetched in parallel; see RV(resources).
+    type: list
+    elements: str
+    default: []
+  resource_service:
+    description: The swarm service whose tasks O(resource_urls) are read for (required with it).
+    type: str
+  resource_timeout:
+    description: Seconds each O(resource_urls) fetch may take.
+    type: float
+    default: 2.0
   from_end:
     description:
       - Read nothing; return the position of the end of the log (after its last complete line),
@@ -279,6 +295,15 @@ health:
   type: list
   elements: dict
   sample: [{"url": "http://10.0.0.11:8002/health", "ok": true, "status": 200, "ms": 3.1}]
+resources:
+  description:
+    - With O(resource_urls) - C(tasks), one per task of O(resource_service) found (C(node), C(task),
+      C(container), C(cpu_percent), C(cpu_limit_cores), C(memory_bytes), C(memory_limit_bytes),
+      C(memory_percent), and the sampler's C(timestamp) and C(interval)); C(errors), one per page that
+      could not be read (C(url), C(error)); C(ms), the time the reads took.
+    - C(cpu_percent) is missing until a task's second sample, C(memory_percent) without a memory limit.
+  returned: when O(resource_urls) is given
+  type: dict
 """
 
 import threading
@@ -287,6 +312,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.six.moves.urllib.error import HTTPError
 from ansible.module_utils.urls import open_url
+from ansible_collections.greenflow.platform.plugins.module_utils._container_stats import read_nodes
 from ansible_collections.greenflow.platform.plugins.module_utils._health_probe import probe_urls
 from ansible_collections.greenflow.platform.plugins.module_utils._traffic_stats import (
     read_window,
@@ -349,6 +375,29 @@ def _start_probes(urls, timeout, validate_certs):
     return results
 
 
+def _start_resource_reads(urls, service, timeout):
+    """Read the service's CPU and memory from the node exporters at ``urls`` in the background."""
+    box = {"resources": None}
+    if not urls:
+        return lambda: box["resources"]
+
+    def fetch_text(url, fetch_timeout):
+        resp = open_url(url, method="GET", timeout=fetch_timeout, follow_redirects="none", use_proxy=False)
+        return resp.read().decode("utf-8", "replace")
+
+    def run():
+        box["resources"] = read_nodes(urls, service, timeout, fetch_text)
+
+    thread = threading.Thread(target=run)
+    thread.daemon = True
+    thread.start()
+
+    def results():
+        thread.join()  # read_nodes returns within timeout + 1 s
+        return box["resources"]
+    return results
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -365,6 +414,9 @@ def main():
             health_urls=dict(type="list", elements="str", default=[]),
             health_timeout=dict(type="float", default=2.0),
             health_validate_certs=dict(type="bool", default=True),
+            resource_urls=dict(type="list", elements="str", default=[]),
+            resource_service=dict(type="str"),
+            resource_timeout=dict(type="float", default=2.0),
         ),
         mutually_exclusive=[("from_end", "position"), ("from_end", "since")],
         supports_check_mode=True,
@@ -379,9 +431,17 @@ def main():
     bad_urls = [u for u in p["health_urls"] if not u.startswith(("http://", "https://"))]
     if bad_urls:
         module.fail_json(msg="health_urls must be http:// or https:// URLs, got %r" % bad_urls)
+    bad_urls = [u for u in p["resource_urls"] if not u.startswith(("http://", "https://"))]
+    if bad_urls:
+        module.fail_json(msg="resource_urls must be http:// or https:// URLs, got %r" % bad_urls)
+    if p["resource_urls"] and not p["resource_service"]:
+        module.fail_json(msg="resource_urls needs resource_service (whose tasks to keep)")
+    if not p["resource_timeout"] > 0:
+        module.fail_json(msg="resource_timeout must be > 0, got %r" % p["resource_timeout"])
     pools = _check_pools(module, p["pools"])
     position = _check_position(module, p["position"])
     health = _start_probes(p["health_urls"], p["health_timeout"], p["health_validate_certs"])
+    resources = _start_resource_reads(p["resource_urls"], p["resource_service"], p["resource_timeout"])
     start = time.monotonic()
     try:
         result = read_window(
@@ -394,6 +454,9 @@ def main():
         module.fail_json(msg="cannot read %s: %s" % (p["log_path"], exc))
     result["seconds"] = round(time.monotonic() - start, 4)
     result["health"] = health()
+    read = resources()
+    if read is not None:
+        result["resources"] = read
     module.exit_json(changed=False, **result)
 
 

@@ -1,5 +1,6 @@
 """The lab's demo app, run as a real process on 127.0.0.1: endpoints, fault knobs, graceful stop."""
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -130,3 +131,39 @@ def test_errors_while_file_knob_breaks_a_running_release_on_demand(demo_app, tmp
     assert _get(port, "/health")[0] == 200
     switch.unlink()
     assert _get(port, "/version")[0] == 200
+
+
+def _children(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def _cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_burn_cpu_knob_keeps_a_child_busy_and_the_app_answering(demo_app):
+    proc, port = demo_app(DEMO_BURN_CPU="1")
+    (burner,) = _children(proc.pid)
+    first, t0 = _cpu_seconds(burner), time.monotonic()
+    time.sleep(2)
+    used = (_cpu_seconds(burner) - first) / (time.monotonic() - t0)
+    assert used > 0.3, "the burner used %.2f of a core" % used  # all of one core when the machine is idle
+    assert _get(port, "/version") == (200, "7\n")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    time.sleep(0.5)
+    assert not os.path.exists("/proc/%d" % burner) or open("/proc/%d/stat" % burner).read().split()[2] == "Z"
+
+
+def test_hold_memory_knob_keeps_that_much_resident(demo_app):
+    proc, port = demo_app(DEMO_HOLD_MEMORY_MB="64")
+    with open("/proc/%d/status" % proc.pid) as f:
+        rss_kb = int(re.search(r"^VmRSS:\s+(\d+) kB", f.read(), re.M).group(1))
+    assert rss_kb >= 64 * 1024, rss_kb
+    assert _get(port, "/health") == (200, "ok\n")

@@ -70,8 +70,8 @@ def expected(source, target, protocol, port):
         return False
     if port == 8432:  # pgBackRest's TLS servers: the repository's from database hosts, and the reverse
         return (target in BACKUP and source in DB) or (target in DB and source in BACKUP)
-    if port == 9100:  # node exporter on every host, from monitoring only
-        return source in MONITORING
+    if port == 9100:  # node exporter on every host, from monitoring; on the swarm nodes also from the load
+        return source in MONITORING or (target in SWARM and source in LB)  # balancers (the cutover's CPU gate)
     if port == 9187:
         return target in DB and source in MONITORING
     if port in (9113, 3903):

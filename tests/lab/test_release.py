@@ -100,6 +100,8 @@ def release_lab(prefixed_lab):
         lab.playbook("playbooks/swarm.yml")
         lab.playbook("lab/load-images.yml")
         lab.wait_background(lb)
+        # node exporter and greenflow-container-stats on the swarm nodes: the cutover's CPU and memory lines
+        lab.playbook("playbooks/monitoring.yml", "--limit", "swarm_managers:swarm_workers")
     lab.webhook = Webhook()
     lab.hook = ["-e", "release_webhook_url=%s" % lab.webhook.url]
     lab.env["GREENFLOW_LAB_BACKUP_STATUS_FILE"] = BACKUP_STATUS
@@ -572,6 +574,70 @@ def test_a_release_that_needs_approval_moves_nothing_without_it(release_lab):
     assert "Not approved" in entry["reason"]
     # the lock is released: nothing in progress, and the next release (approved) goes ahead (next test)
     assert not [e for e in record(lab)["releases"] if e["outcome"] == "in_progress"]
+    assert nginx_shares(lab) == {live: 100} and replicas(lab, idle) == 0
+
+
+@pytest.mark.parametrize("line, limits, env", [
+    # a child process spins: the task sits at its 0.2-core limit (100 %), the app still answers
+    ("cpu_percent", {"cpus": 0.2, "memory": "256M"}, {"DEMO_BURN_CPU": "1"}),
+    # 104 MiB held under a 128 MiB limit: about 90 % with the interpreter
+    ("memory_percent", {"cpus": 1.0, "memory": "128M"}, {"DEMO_HOLD_MEMORY_MB": "104"}),
+], ids=["cpu", "memory"])
+def test_a_release_over_its_cpu_or_memory_line_is_aborted_at_the_first_step(release_lab, line, limits, env):
+    lab = release_lab
+    before, live = versions_now(lab), live_colour(lab)
+    idle = "green" if live == "blue" else "blue"
+    version = "10" if line == "cpu_percent" else "11"
+    hooks = len(lab.webhook.events)
+    proc, load, summary = run_under_load(
+        lab, "playbooks/deploy.yml", "-e", "release_version=%s" % version, "-e", "release_image=greenflow/demo-app:2",
+        "-e", json.dumps({"release_env": dict(env, DEMO_VERSION=version), "app_release_limits": limits,
+                          "cutover_step_seconds": 12, "cutover_min_requests": 20}), *lab.hook, check=False)
+    flat = " ".join(proc.stdout.split())
+    assert proc.returncode != 0, flat[-3000:]
+    entry = last_entry(lab)
+    assert (entry["version"], entry["color"], entry["outcome"]) == (version, idle, "failed")
+    steps = [e for e in entry["timeline"] if e.get("event") == "step"]
+    revert = [e for e in entry["timeline"] if e.get("event") == "revert"]
+    assert [s["verdict"] for s in steps] == ["abort"] and steps[0]["share"] == 5, entry["reason"]
+    assert revert and revert[0]["ok"]
+    assert "%s " % line in entry["reason"] and "samples in a row" in entry["reason"], entry["reason"]
+    breach = [b for b in steps[0]["breaches"] if b["metric"] == line]
+    assert breach and breach[0]["value"] >= (80 if line == "cpu_percent" else 85), steps[0]["breaches"]
+    polls = steps[0]["polls"]
+    costs = sorted(p["resource_ms"] for p in polls if "resource_ms" in p)
+    print("\n[%s line] aborted %.1f s into step 1 (%s %.0f %%), %d polls, reading the tasks took %.0f ms per poll "
+          "(median, in parallel with the log read; max %.0f ms); load: %s" % (
+              line, steps[0]["seconds"], line, breach[0]["value"], len(polls), costs[len(costs) // 2], costs[-1],
+              json.dumps(summary)))
+    # the release answered every request it got: no client saw the abort
+    assert summary["failed"] == 0, summary
+    assert nginx_shares(lab) == {live: 100} and replicas(lab, idle) == 0
+    assert versions_now(lab) == before
+    assert [e for e, _ in lab.webhook.since(hooks)] == ["start", "failure"]
+
+
+def test_without_cpu_and_memory_readings_a_release_moves_no_traffic(release_lab):
+    lab = release_lab
+    before, live = versions_now(lab), live_colour(lab)
+    idle = "green" if live == "blue" else "blue"
+    lab.exec("swarm-worker-1", "systemctl", "stop", "greenflow-container-stats")
+    try:
+        proc, load, summary = run_under_load(
+            lab, "playbooks/deploy.yml", "-e", "release_version=12", "-e", "release_image=greenflow/demo-app:2",
+            "-e", json.dumps({"release_env": {"DEMO_VERSION": "12"}}), *FAST, check=False)
+    finally:
+        lab.exec("swarm-worker-1", "systemctl", "start", "greenflow-container-stats")
+    flat = " ".join(proc.stdout.split())
+    assert proc.returncode != 0
+    # the stale page of the stopped sampler does not show the new colour's tasks: said, and nothing moved
+    assert re.search(r"cannot read the CPU and memory of %s's tasks.*no task of demo-%s there" % (idle, idle), flat), \
+        flat[-3000:]
+    assert "greenflow-container-stats" in flat and "cutover_abort_cpu_percent=0" in flat
+    assert summary["failed"] == 0 and set(summary["versions"]) == set(before), summary
+    entry = last_entry(lab)
+    assert (entry["version"], entry["outcome"]) == ("12", "failed")
+    assert not [e for e in entry.get("timeline") or [] if e.get("event") == "step"]
     assert nginx_shares(lab) == {live: 100} and replicas(lab, idle) == 0
 
 

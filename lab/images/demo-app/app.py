@@ -11,6 +11,9 @@ Fault knobs, read from the environment at start, so a test can make a bad releas
 - ``DEMO_BROKEN_PATHS``: comma-separated paths answered 500 every time (a release with one broken page
   that its health check does not see);
 - ``DEMO_HEALTHY``: ``false`` makes ``/health`` answer 503;
+- ``DEMO_BURN_CPU``: cores (e.g. ``0.2``) a child process keeps busy from the start (busy that share of every
+  100 ms): the app still answers, its task's CPU use goes up (the cutover's CPU line);
+- ``DEMO_HOLD_MEMORY_MB``: MiB the app allocates and touches at start and holds (the cutover's memory line);
 - ``DEMO_SECRET_FILE``: a file the app needs (a swarm secret, mounted at ``/run/secrets/<name>``):
   ``/health`` answers 503 while it cannot be read, and ``/secret-digest`` answers its SHA-256 (never the
   secret itself), so a test can tell the app got the right one.
@@ -20,6 +23,7 @@ On SIGTERM it stops accepting, finishes the requests in flight and exits.
 """
 import hashlib
 import json
+import multiprocessing
 import os
 import random
 import signal
@@ -44,6 +48,8 @@ LATENCY_S = _env_float("DEMO_LATENCY_MS", 0) / 1000.0
 HEALTHY = os.environ.get("DEMO_HEALTHY", "true").lower() not in ("false", "0", "no")
 ERRORS_WHILE_FILE = os.environ.get("DEMO_ERRORS_WHILE_FILE", "")
 BROKEN_PATHS = frozenset(p.strip() for p in os.environ.get("DEMO_BROKEN_PATHS", "").split(",") if p.strip())
+BURN_CPU = _env_float("DEMO_BURN_CPU", 0)
+HOLD_MEMORY_MB = _env_float("DEMO_HOLD_MEMORY_MB", 0)
 HOST = socket.gethostname()
 SECRET_FILE = os.environ.get("DEMO_SECRET_FILE", "")
 
@@ -55,6 +61,23 @@ def _secret_digest():
             return hashlib.sha256(f.read()).hexdigest()
     except OSError:
         return None
+
+
+def _burn(cores):
+    """Keep ``cores`` of one CPU busy (a child process, so the server's own thread is not starved)."""
+    busy = min(max(cores, 0.0), 1.0) * 0.1
+    while True:
+        until = time.monotonic() + busy
+        while time.monotonic() < until:
+            pass
+        time.sleep(max(0.0, 0.1 - busy))
+
+
+def _hold_memory(megabytes):
+    block = bytearray(int(megabytes * 1024 * 1024))
+    for i in range(0, len(block), 4096):  # touch every page: resident, not just reserved
+        block[i] = 1
+    return block
 
 
 class DemoHandler(BaseHTTPRequestHandler):
@@ -112,6 +135,11 @@ class DemoServer(ThreadingHTTPServer):
 
 
 def main():
+    burner = None
+    if BURN_CPU > 0:  # before the memory is held: the child is forked without it
+        burner = multiprocessing.Process(target=_burn, args=(BURN_CPU,), daemon=True)
+        burner.start()
+    held = _hold_memory(HOLD_MEMORY_MB) if HOLD_MEMORY_MB > 0 else None  # noqa: F841 (kept until exit)
     server = DemoServer(("0.0.0.0", PORT), DemoHandler)
 
     def stop(signum, frame):
@@ -122,6 +150,8 @@ def main():
     print(f"demo app version {VERSION} on :{PORT}", flush=True)
     server.serve_forever(poll_interval=0.2)
     server.server_close()
+    if burner is not None:
+        burner.terminate()
 
 
 if __name__ == "__main__":

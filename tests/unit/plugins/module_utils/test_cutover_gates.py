@@ -305,3 +305,12 @@ def test_rolling_start_takes_the_newest_mark_before_the_window():
     assert rolling_start(marks, 42.0, 30.0, "first") == "p12"      # 12 <= 42 - 30 < 14
     assert rolling_start(marks, 44.0, 30.0, "first") == "p14"      # exactly at the edge counts
     assert rolling_start(marks, 99.0, 30.0, "first") == "p16"
+
+
+def test_resource_urls_must_be_http_and_their_timeout_positive():
+    with pytest.raises(AnsibleActionFail) as err:
+        check_options(opts(resource_urls=["10.0.0.2:9100/metrics"], resource_timeout=0))
+    assert "resource_urls must be http:// or https:// URLs" in str(err.value)
+    assert "resource_timeout must be > 0" in str(err.value)
+    gates, _steps, _dwells = check_options(opts(resource_urls=["http://10.0.0.2:9100/metrics"]))
+    assert (gates["abort_cpu_percent"], gates["abort_memory_percent"], gates["abort_resource_samples"]) == (80, 85, 3)

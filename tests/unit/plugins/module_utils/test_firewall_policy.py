@@ -23,6 +23,7 @@ SETTINGS = {
     "admin_cidrs": ["192.0.2.0/24"],
     "backup_hosts": ["backup-1"],
     "published_ports": [8001, 8002],
+    "swarm_stats_ports": [9100],
     "exporter_ports": {"all": [9100], "postgresql": [9187], "lb": [9113]},
     "backup_ports": [8432],
     "db_backup_ports": [8432],
@@ -84,6 +85,11 @@ MATRIX = [
     ("mon-1", "lb-1", "tcp", 9113, True),
     ("mon-1", "app-1", "tcp", 9187, False),
     ("app-1", "db-1", "tcp", 9100, False),
+    # the cutover on the load balancer reads the new colour's CPU and memory from the swarm nodes' node exporter
+    ("lb-1", "app-1", "tcp", 9100, True),
+    ("lb-1", "mgr-1", "tcp", 9100, True),
+    ("lb-1", "db-1", "tcp", 9100, False),
+    ("app-1", "app-2", "tcp", 9100, False),
     # ssh to the backup host from admin networks only (0.1.x's greenflow-pg-backup pushed WAL over it; gone)
     ("db-1", "backup-1", "tcp", 22, False),
     ("db-2", "backup-1", "tcp", 22, False),
