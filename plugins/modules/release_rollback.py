@@ -196,11 +196,10 @@ record_path:
 """
 
 import time
-from urllib.error import HTTPError
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.urls import open_url
 
+from ansible_collections.greenflow.platform.plugins.module_utils import _http_get as http_get
 from ansible_collections.greenflow.platform.plugins.module_utils import _nginx_switch as switch
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_lease as lease_mod
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_model as model
@@ -212,10 +211,7 @@ from ansible_collections.greenflow.platform.plugins.module_utils._release_store 
 
 
 def _fetch(url, timeout):
-    try:
-        return open_url(url, method="GET", timeout=timeout, follow_redirects="none", use_proxy=False).getcode()
-    except HTTPError as exc:
-        return exc.code
+    return http_get.status(url, timeout)
 
 
 def _no_env(entry):

@@ -310,8 +310,7 @@ import threading
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.six.moves.urllib.error import HTTPError
-from ansible.module_utils.urls import open_url
+from ansible_collections.greenflow.platform.plugins.module_utils import _http_get as http_get
 from ansible_collections.greenflow.platform.plugins.module_utils._container_stats import read_nodes
 from ansible_collections.greenflow.platform.plugins.module_utils._health_probe import probe_urls
 from ansible_collections.greenflow.platform.plugins.module_utils._traffic_stats import (
@@ -348,11 +347,7 @@ def _check_position(module, position):
 
 def _fetcher(validate_certs):
     def fetch(url, timeout):
-        try:
-            return open_url(url, method="GET", timeout=timeout, follow_redirects="none",
-                            use_proxy=False, validate_certs=validate_certs).getcode()
-        except HTTPError as exc:
-            return exc.code
+        return http_get.status(url, timeout, validate_certs)
     return fetch
 
 
@@ -382,8 +377,7 @@ def _start_resource_reads(urls, service, timeout):
         return lambda: box["resources"]
 
     def fetch_text(url, fetch_timeout):
-        resp = open_url(url, method="GET", timeout=fetch_timeout, follow_redirects="none", use_proxy=False)
-        return resp.read().decode("utf-8", "replace")
+        return http_get.get(url, fetch_timeout).read().decode("utf-8", "replace")
 
     def run():
         box["resources"] = read_nodes(urls, service, timeout, fetch_text)
