@@ -102,6 +102,14 @@ def _ms(value):
     return "n/a" if value is None else "%.0f ms" % value
 
 
+def _read_costs(polls):
+    """What reading the new colour's CPU and memory took per poll (ms, all nodes in parallel)."""
+    costs = sorted(p["resource_ms"] for p in polls if p.get("resource_ms") is not None)
+    if not costs:
+        return None
+    return {"reads": len(costs), "median": costs[len(costs) // 2], "max": costs[-1]}
+
+
 def check_options(args):
     """Checks beyond the argument spec. Returns (gates, steps) or raises AnsibleActionFail with
     every problem found, before anything is touched."""
@@ -613,6 +621,7 @@ class ActionModule(ActionBase):
         })
         if self._resources_on:
             step["resources"] = (window.get("resources") or {}).get("tasks")
+            step["resource_read_ms"] = _read_costs(polls)
         if not window.get("failed"):
             step["pools"] = dict((c, {k: s.get(k) for k in (
                 "requests", "errors_5xx", "error_rate", "p50_ms", "p95_ms", "p99_ms")})
@@ -696,6 +705,7 @@ class ActionModule(ActionBase):
         })
         if self._resources_on:
             watch["resources"] = (window.get("resources") or {}).get("tasks")
+            watch["resource_read_ms"] = _read_costs(polls)
         if not window.get("failed"):
             watch["end_position"] = window.get("position")
         return verdict

@@ -109,6 +109,12 @@ def release_lab(prefixed_lab):
     # light load: on a reused lab with a live release, this deploy is a cutover that needs requests to judge
     with LoadGen(lab.url("/version"), rate=60, threads=4, max_requests=60 * 300, max_seconds=300):
         first = lab.playbook("playbooks/deploy.yml", "-e", "release_version=1", *QUICK, *lab.hook)
+    # On a first release the light load above reached blue's servers while they started: nginx counts them as
+    # failed for its fail_timeout, and a fast deploy ends inside that window. The tests start once v1 answers.
+    deadline = time.monotonic() + 60
+    while LoadGen(lab.url("/version"), rate=50, threads=1, max_requests=5, max_seconds=10).start().wait().failures():
+        assert time.monotonic() < deadline, "v1 does not answer through the load balancer 60 s after its release"
+        time.sleep(1)
     print("\n[release lab] provisioned and v1 deployed in %.0f s (deploy v1 %.0f s)"
           % (time.monotonic() - started, first.seconds))
     yield lab
@@ -604,11 +610,10 @@ def test_a_release_over_its_cpu_or_memory_line_is_aborted_at_the_first_step(rele
     assert "%s " % line in entry["reason"] and "samples in a row" in entry["reason"], entry["reason"]
     breach = [b for b in steps[0]["breaches"] if b["metric"] == line]
     assert breach and breach[0]["value"] >= (80 if line == "cpu_percent" else 85), steps[0]["breaches"]
-    polls = steps[0]["polls"]
-    costs = sorted(p["resource_ms"] for p in polls if "resource_ms" in p)
-    print("\n[%s line] aborted %.1f s into step 1 (%s %.0f %%), %d polls, reading the tasks took %.0f ms per poll "
-          "(median, in parallel with the log read; max %.0f ms); load: %s" % (
-              line, steps[0]["seconds"], line, breach[0]["value"], len(polls), costs[len(costs) // 2], costs[-1],
+    cost = steps[0]["resource_read_ms"]
+    print("\n[%s line] aborted %.1f s into step 1 (%s %.0f %%), %d polls; reading the tasks took %.0f ms per poll "
+          "(median, both nodes in parallel, beside the log read; max %.0f ms); load: %s" % (
+              line, steps[0]["seconds"], line, breach[0]["value"], cost["reads"], cost["median"], cost["max"],
               json.dumps(summary)))
     # the release answered every request it got: no client saw the abort
     assert summary["failed"] == 0, summary
