@@ -212,6 +212,7 @@ class ActionModule(ActionBase):
         self._resources_on = bool(args["resource_urls"]) and gates_mod.resources_judged(gates)
         self._resource_service = args.get("resource_service") or model.service_name(args["app"], args["to_color"])
         self._streaks = {}
+        self._samples_seen = {}
         self._resource_warned = set()
         self._task_vars = task_vars
         if args["validate_only"]:
@@ -277,6 +278,13 @@ class ActionModule(ActionBase):
             record["resource_errors"] = len(read["errors"])
         if read.get("ms") is not None:
             record["resource_ms"] = read["ms"]
+        for node, seconds in gates_mod.stale_nodes(tasks, self._samples_seen, time.monotonic()):
+            if node not in self._resource_warned:
+                self._resource_warned.add(node)
+                display.warning("release_cutover %s: the CPU and memory sample of %s has not changed for %.0f s (is "
+                                "greenflow-container-stats running there?); judged as no reading"
+                                % (self._args["app"], node, seconds))
+                record["resource_stale"] = node
         breaches = gates_mod.resource_breaches(tasks, self._gates, self._streaks)
         return gates_mod.with_resource_breaches(decision, breaches)
 
@@ -444,13 +452,6 @@ class ActionModule(ActionBase):
         bad = [h for h in health if not h["ok"]]
         preflight = {"event": "preflight", "time": _now_iso(), "health": health}
         timeline.append(preflight)
-        if self._resources_on:
-            preflight["resources"] = mark.get("resources")
-            problem = self._check_resources(mark)
-            if problem:
-                out.update(failed=True, msg="release_cutover %s: %s. No traffic was moved." % (a["app"], problem))
-                display.display("release_cutover %s: preflight failed, nothing moved" % a["app"])
-                return out
         if bad:
             out.update(failed=True, msg="release_cutover %s: %s is not healthy, no traffic was "
                        "moved: %s" % (a["app"], to_c, "; ".join(
@@ -458,6 +459,14 @@ class ActionModule(ActionBase):
                            for h in bad)))
             display.display("release_cutover %s: preflight failed, nothing moved" % a["app"])
             return out
+        # an unhealthy colour is said first (above); then every node must show its tasks' CPU and memory
+        if self._resources_on:
+            preflight["resources"] = mark.get("resources")
+            problem = self._check_resources(mark)
+            if problem:
+                out.update(failed=True, msg="release_cutover %s: %s. No traffic was moved." % (a["app"], problem))
+                display.display("release_cutover %s: preflight failed, nothing moved" % a["app"])
+                return out
 
         # from here on traffic moves: the load balancer's watchdog puts it back if this run is lost
         try:

@@ -279,6 +279,32 @@ def resource_breaches(tasks, gates, streaks):
     return breaches
 
 
+STALE_SAMPLES = 5
+STALE_MIN_SECONDS = 15.0
+
+
+def stale_nodes(tasks, seen, now):
+    """Nodes whose sampler stopped: their page still answers, with the same sample, for longer than
+    ``STALE_SAMPLES`` intervals (at least ``STALE_MIN_SECONDS``). Such readings are never counted twice by
+    ``resource_breaches``, so a stopped sampler is no reading, never a breach; this says so.
+
+    seen -- the caller's dict, kept from poll to poll: per node, (the newest sample's timestamp, ``now`` when
+            it was first read). ``now``: the caller's monotonic clock. Returns [(node, seconds unchanged)]."""
+    out = []
+    for t in tasks or []:
+        node, stamp = t.get("node"), t.get("timestamp")
+        if node is None or stamp is None:
+            continue
+        last = seen.get(node)
+        if last is None or last[0] != stamp:
+            seen[node] = (stamp, now)
+            continue
+        limit = max(STALE_MIN_SECONDS, STALE_SAMPLES * float(t.get("interval") or 2.0))
+        if now - last[1] > limit and node not in [n for n, _ in out]:
+            out.append((node, round(now - last[1], 1)))
+    return out
+
+
 def with_resource_breaches(decision, breaches):
     """``decision`` (evaluate's or evaluate_watch's) turned into an abort when a resource line is breached."""
     if not breaches:

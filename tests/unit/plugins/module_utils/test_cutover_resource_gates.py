@@ -108,3 +108,60 @@ def test_bad_resource_lines_are_refused(gates, needle):
     with pytest.raises(GateError) as err:
         check_gates(gates)
     assert needle in str(err.value)
+
+
+def test_a_sampler_that_stopped_is_named_once_its_sample_is_old():
+    from ansible_collections.greenflow.platform.plugins.module_utils._cutover_gates import stale_nodes
+    seen = {}
+    a = task(100.0, cpu=10, node="n1:9100")
+    b = task(100.0, cpu=10, node="n2:9100")
+    assert stale_nodes([a, b], seen, now=0.0) == []
+    # n2's sampler goes on (new samples), n1's page keeps its last sample
+    assert stale_nodes([a, task(102.0, cpu=10, node="n2:9100")], seen, now=10.0) == []
+    assert stale_nodes([a, task(104.0, cpu=10, node="n2:9100")], seen, now=15.0) == []   # 15 s: not more
+    assert stale_nodes([a, task(106.0, cpu=10, node="n2:9100")], seen, now=15.5) == [("n1:9100", 15.5)]
+    # a slower sampler (interval 10 s) gets five intervals
+    slow = task(200.0, cpu=10, node="n3:9100")
+    slow["interval"] = 10.0
+    stale_nodes([slow], seen, now=0.0)
+    assert stale_nodes([slow], seen, now=49.0) == []
+    assert stale_nodes([slow], seen, now=51.0) == [("n3:9100", 51.0)]
+
+
+def test_the_cutover_turns_a_poll_with_hot_tasks_into_an_abort_and_names_a_stale_node(monkeypatch):
+    """The action plugin's glue around the pure decisions, fed what traffic_window returns."""
+    from ansible_collections.greenflow.platform.plugins.action import release_cutover as rc
+
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(rc.time, "monotonic", lambda: clock["now"])
+    warnings = []
+    monkeypatch.setattr(rc.display, "warning", lambda msg, *a, **k: warnings.append(msg))
+    cut = rc.ActionModule.__new__(rc.ActionModule)
+    cut._args = {"app": "demo"}
+    cut._gates = G
+    cut._resources_on = True
+    cut._streaks, cut._samples_seen, cut._resource_warned = {}, {}, set()
+
+    def poll(ts_hot, ts_stale, errors=()):
+        window = {"resources": {"ms": 12.5, "errors": list(errors), "tasks": [
+            task(ts_hot, cpu=97, mem=40, node="n1:9100", container="hot"),
+            task(ts_stale, cpu=5, mem=10, node="n2:9100", container="calm")]}}
+        record = {}
+        decision = cut._resource_decision(window, {"verdict": WATCH, "breaches": [], "reasons": []}, record)
+        clock["now"] += 2.0
+        return decision, record
+
+    d1, r1 = poll(1.0, 50.0, errors=[{"url": "http://n3:9100/metrics", "error": "connection refused"}])
+    assert d1["verdict"] == WATCH
+    assert r1 == {"cpu_percent": 97, "memory_percent": 40, "resource_errors": 1, "resource_ms": 12.5}
+    assert len(warnings) == 1 and "no CPU and memory reading from http://n3:9100/metrics" in warnings[0]
+    poll(3.0, 50.0, errors=[{"url": "http://n3:9100/metrics", "error": "connection refused"}])
+    assert len(warnings) == 1  # said once
+    d3, _r3 = poll(5.0, 50.0)
+    assert d3["verdict"] == ABORT and d3["breaches"][0]["task"] == "demo-green.1.x"
+    for ts in range(7, 20, 2):
+        _d, r = poll(float(ts), 50.0)
+    assert any("n2:9100 has not changed" in w for w in warnings)
+    # a failed log read is already an abort: the resources are not judged on top
+    failed = {"verdict": ABORT, "breaches": [], "reasons": ["cannot read"]}
+    assert cut._resource_decision({"failed": True}, failed, {}) is failed
