@@ -291,6 +291,7 @@ def stale_nodes(tasks, seen, now):
     seen -- the caller's dict, kept from poll to poll: per node, (the newest sample's timestamp, ``now`` when
             it was first read). ``now``: the caller's monotonic clock. Returns [(node, seconds unchanged)]."""
     out = []
+    named = set()
     for t in tasks or []:
         node, stamp = t.get("node"), t.get("timestamp")
         if node is None or stamp is None:
@@ -300,7 +301,8 @@ def stale_nodes(tasks, seen, now):
             seen[node] = (stamp, now)
             continue
         limit = max(STALE_MIN_SECONDS, STALE_SAMPLES * float(t.get("interval") or 2.0))
-        if now - last[1] > limit and node not in [n for n, _ in out]:
+        if now - last[1] > limit and node not in named:
+            named.add(node)
             out.append((node, round(now - last[1], 1)))
     return out
 
