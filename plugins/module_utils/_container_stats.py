@@ -187,12 +187,18 @@ def _node_of(url):
     return rest.split("/", 1)[0]
 
 
-def read_nodes(urls, service, timeout, fetch_text):
+STALE_PAGE_SAMPLES = 5
+STALE_PAGE_MIN_SECONDS = 30.0
+
+
+def read_nodes(urls, service, timeout, fetch_text, now=None):
     """Fetch every node exporter page of ``urls`` in parallel (``fetch_text(url, timeout)`` returns the
     body or raises) and keep ``service``'s tasks. Returns {"tasks": [...], "errors": [{url, error}],
     "ms": float}; each task carries ``node`` (the URL's host:port) and that page's ``timestamp`` and
     ``interval``. A page without greenflow_container_stats_timestamp_seconds is an error (the sampler
-    never wrote, or the textfile collector does not read its directory)."""
+    never wrote, or the textfile collector does not read its directory). With ``now`` (the reader's wall
+    clock), so is a page whose newest sample is older than ``STALE_PAGE_SAMPLES`` intervals (at least
+    ``STALE_PAGE_MIN_SECONDS``): its sampler stopped, and the tasks it lists may be gone."""
     import threading
     import time
 
@@ -221,6 +227,10 @@ def read_nodes(urls, service, timeout, fetch_text):
         elif page[1]["timestamp"] is None:
             errors.append({"url": url, "error": "no greenflow_container_* metrics (is greenflow-container-stats "
                                                 "running there, writing into node exporter's textfile directory?)"})
+        elif now is not None and now - page[1]["timestamp"] > max(
+                STALE_PAGE_MIN_SECONDS, STALE_PAGE_SAMPLES * float(page[1]["interval"] or 2.0)):
+            errors.append({"url": url, "error": "its newest sample is %.0f s old (has greenflow-container-stats "
+                                                "stopped there?)" % (now - page[1]["timestamp"])})
         else:
             for task in page[1]["tasks"]:
                 task = dict(task, node=_node_of(url), timestamp=page[1]["timestamp"],

@@ -380,7 +380,7 @@ def _start_resource_reads(urls, service, timeout):
         return http_get.get(url, fetch_timeout).read().decode("utf-8", "replace")
 
     def run():
-        box["resources"] = read_nodes(urls, service, timeout, fetch_text)
+        box["resources"] = read_nodes(urls, service, timeout, fetch_text, now=time.time())
 
     thread = threading.Thread(target=run)
     thread.daemon = True

@@ -127,3 +127,16 @@ def test_read_nodes_does_not_wait_past_its_timeout():
     out = cs.read_nodes(["http://10.0.0.9:9100/metrics"], "demo-green", 0.2, fetch)
     assert time.monotonic() - started < 2.5
     assert out["errors"] == [{"url": "http://10.0.0.9:9100/metrics", "error": "no answer within 0.2 s"}]
+
+
+def test_read_nodes_refuses_a_page_whose_sampler_stopped():
+    page = cs.render_textfile([_two_samples()], 1000.0, 2)
+    url = "http://10.0.0.2:9100/metrics"
+    fresh = cs.read_nodes([url], "demo-green", 1.0, lambda u, t: page, now=1029.0)
+    assert fresh["errors"] == [] and len(fresh["tasks"]) == 1
+    stale = cs.read_nodes([url], "demo-green", 1.0, lambda u, t: page, now=1031.0)
+    assert stale["tasks"] == []
+    assert stale["errors"] == [{"url": url, "error": "its newest sample is 31 s old (has greenflow-container-stats "
+                                                     "stopped there?)"}]
+    # without a clock (the caller cannot compare), the page is taken as it is
+    assert len(cs.read_nodes([url], "demo-green", 1.0, lambda u, t: page)["tasks"]) == 1
