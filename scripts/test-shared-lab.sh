@@ -48,8 +48,8 @@ trap destroy EXIT INT TERM
 
 started=$(date +%s)
 # molecule's steps (molecule/default): create, converge; then side by side molecule's idempotence
-# run (site.yml again: no host may change) and the verify playbooks, which start site.yml --check in the
-# background (verify.yml). Neither changes what a role manages (verify adds a test service and a table,
+# run (site.yml again: no host may change) and the verify playbooks (verify.yml; site.yml --check is
+# verify_check_mode.yml, run by hand since stop 24). Neither changes what a role manages (verify adds a test service and a table,
 # which no role manages), so they need not wait for each other: together they take about the time of
 # the longer one on this 2-core machine instead of both. Each playbook run ends with its time per role
 # and in total: where the minutes go.
