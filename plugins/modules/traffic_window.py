@@ -351,45 +351,40 @@ def _fetcher(validate_certs):
     return fetch
 
 
-def _start_probes(urls, timeout, validate_certs):
-    """Probe ``urls`` in the background; returns a function that waits for and returns the results."""
-    box = {"health": []}
-    if not urls:
-        return lambda: box["health"]
+def _in_background(work):
+    """Run ``work()`` in a thread while the log is read; returns a function that waits for its result.
+    Both works below return within their timeout + 1 s, hung fetches included."""
+    box = {}
 
     def run():
-        box["health"] = probe_urls(urls, timeout, _fetcher(validate_certs))
+        box["result"] = work()
 
     thread = threading.Thread(target=run)
     thread.daemon = True
     thread.start()
 
-    def results():
-        thread.join()  # probe_urls returns within timeout + 1 s, hung fetches included
-        return box["health"]
-    return results
+    def result():
+        thread.join()
+        return box.get("result")
+    return result
+
+
+def _start_probes(urls, timeout, validate_certs):
+    """Probe ``urls`` (the new colour's health URLs) in the background."""
+    if not urls:
+        return lambda: []
+    return _in_background(lambda: probe_urls(urls, timeout, _fetcher(validate_certs)))
+
+
+def _read_text(url, timeout):
+    return http_get.get(url, timeout).read().decode("utf-8", "replace")
 
 
 def _start_resource_reads(urls, service, timeout):
     """Read the service's CPU and memory from the node exporters at ``urls`` in the background."""
-    box = {"resources": None}
     if not urls:
-        return lambda: box["resources"]
-
-    def fetch_text(url, fetch_timeout):
-        return http_get.get(url, fetch_timeout).read().decode("utf-8", "replace")
-
-    def run():
-        box["resources"] = read_nodes(urls, service, timeout, fetch_text, now=time.time())
-
-    thread = threading.Thread(target=run)
-    thread.daemon = True
-    thread.start()
-
-    def results():
-        thread.join()  # read_nodes returns within timeout + 1 s
-        return box["resources"]
-    return results
+        return lambda: None
+    return _in_background(lambda: read_nodes(urls, service, timeout, _read_text, now=time.time()))
 
 
 def main():
