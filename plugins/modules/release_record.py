@@ -36,8 +36,10 @@ options:
         held and has not run out, the load balancer's release watchdog (role C(nginx_lb)) leaves the entry
         alone; once it runs out, the watchdog puts all traffic back on the entry's O(previous_color) and
         closes the entry as failed ("controller lost"). A renewal after that is refused. docs/cutover.md.
+      - C(migration) lays O(migration) over the database migration of the deploy entry O(id) (its status,
+        times, output, restore point; see O(migrate)).
     type: str
-    choices: [read, begin, finish, lease, renew, release]
+    choices: [read, begin, finish, lease, renew, release, migration]
     default: read
   path:
     description: The record file. Defaults to C(/var/lib/greenflow/releases/<app>.json).
@@ -109,8 +111,37 @@ options:
         allow (nginx does not send all traffic to the live release) is refused, changing nothing. RV(plan)
         is then the plan as it was before the new entry.
     type: dict
+  migrate:
+    description:
+      - With O(action=begin) and O(kind=deploy), the release runs a database migration (C(release_migrate_command)).
+        Decided under the record's lock, before the entry is written - a version's migration runs once - when an
+        earlier entry's migration of the same version succeeded, it is skipped (the entry notes where it ran);
+        when one failed or never ended, begin is refused, changing nothing, unless O(migrate_rerun).
+        RV(migration) says what was decided; the entry starts with a C(migration) of status C(planned) or C(skipped).
+    type: bool
+    default: false
+  migrate_command:
+    description: With O(migrate), the command, kept with the entry.
+    type: list
+    elements: str
+  migrate_reversible:
+    description:
+      - With O(migrate), whether the previous release still runs on the migrated schema. C(false) makes rollback.yml
+        refuse to cross this migration unless the operator accepts the schema (C(rollback_accept_schema)).
+    type: bool
+    default: true
+  migrate_rerun:
+    description: With O(migrate), run the migration even when it ran for this version before.
+    type: bool
+    default: false
+  migration:
+    description:
+      - With O(action=migration), the fields to lay over the entry's migration - C(status) (C(running),
+        C(succeeded), C(failed)), C(started_at), C(finished_at), C(seconds), C(exit_code), C(output), C(job),
+        C(restore_point) (C(lsn), C(backup)).
+    type: dict
   id:
-    description: With O(action=finish), the entry to close.
+    description: With O(action=finish), the entry to close; with O(action=migration), the deploy entry.
     type: int
   outcome:
     description: With O(action=finish), how it ended.
@@ -234,6 +265,13 @@ rollback_target:
   returned: always
   type: dict
   sample: {"id": 1, "action": "deploy", "version": "1", "color": "blue", "outcome": "succeeded"}
+migration:
+  description:
+    - With O(migrate), whether this release runs its migration - C(run) (bool), C(previous) (the entry whose
+      migration of this version ran before, or null) and C(message).
+  returned: when O(action=begin) with O(migrate)
+  type: dict
+  sample: {"run": false, "previous": 7, "message": "the migration of version 2 ran already (entry 7, ...)"}
 entry:
   description: The entry begun or finished by this call.
   returned: when action is begin or finish
@@ -297,6 +335,7 @@ from datetime import datetime, timezone
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_model as model
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_lease as lease_mod
+from ansible_collections.greenflow.platform.plugins.module_utils import _release_migrations as migrations
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_record as rr
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_store as store
 from ansible_collections.greenflow.platform.plugins.module_utils._atomic_file import AtomicFileError
@@ -365,8 +404,22 @@ def _change(module, record, now):
         fields = dict((name, p[name]) for name in ("version", "image", "color", "previous_color", "user", "restores", "env"))
         if p["backup"] and p["kind"] == "deploy":
             fields["backup"] = p["backup"]
+        if p["migrate"] and p["kind"] == "deploy":
+            try:  # before the entry: a refusal changes nothing
+                module.migration = migrations.decide(record, p["version"], p["migrate_rerun"])
+            except migrations.MigrationError as exc:
+                raise rr.ReleaseRecordError(str(exc))
+            fields["migration"] = migrations.planned(module.migration, p["migrate_command"], p["migrate_reversible"])
         fields["started_at"] = _now_iso(now)
         return rr.begin(record, p["kind"], fields, now, p["stale_after"], p["force"], p["expect_live"]), planned
+    if p["action"] == "migration":
+        if p["id"] is None or not p["migration"]:
+            module.fail_json(msg="action=migration needs id and migration")
+        try:
+            migrations.update(rr.entry(record, p["id"]), p["migration"])
+        except migrations.MigrationError as exc:
+            raise rr.ReleaseRecordError(str(exc))
+        return rr.entry(record, p["id"]), None
     if p["action"] in ("lease", "renew", "release"):
         return _lease(module, record, now), None
     if p["id"] is None or not p["outcome"]:
@@ -418,7 +471,8 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             app=dict(type="str", required=True),
-            action=dict(type="str", choices=["read", "begin", "finish", "lease", "renew", "release"], default="read"),
+            action=dict(type="str", choices=["read", "begin", "finish", "lease", "renew", "release", "migration"],
+                        default="read"),
             path=dict(type="path"),
             kind=dict(type="str", choices=["deploy", "rollback", "retire"], default="deploy"),
             keep_previous_hours=dict(type="float"),
@@ -430,6 +484,11 @@ def main():
             user=dict(type="str"),
             env=dict(type="dict"),
             backup=dict(type="dict"),
+            migrate=dict(type="bool", default=False),
+            migrate_command=dict(type="list", elements="str"),
+            migrate_reversible=dict(type="bool", default=True),
+            migrate_rerun=dict(type="bool", default=False),
+            migration=dict(type="dict"),
             nginx_shares=dict(type="dict"),
             id=dict(type="int"),
             outcome=dict(type="str", choices=["succeeded", "failed"]),
@@ -467,6 +526,7 @@ def main():
         module.exit_json(changed=False, path=path, metrics_path="", **_summary(record, now, p))
 
     module.retire = None
+    module.migration = None
     # the lease actions change nothing the metrics show: a cutover renews its lease every few seconds
     metrics_dir = None if p["action"] in ("lease", "renew", "release") else p["metrics_dir"]
     try:
@@ -481,6 +541,8 @@ def main():
     except (rr.ReleaseRecordError, AtomicFileError, OSError) as exc:
         module.fail_json(msg="release record %s: %s" % (path, exc))
     extra = {"retire": module.retire} if module.retire is not None else {}
+    if module.migration is not None:
+        extra["migration"] = module.migration
     if update.metrics_error:
         module.warn(update.metrics_error)
     module.exit_json(changed=entry is not None, path=path, entry=_without_env(entry) or {},

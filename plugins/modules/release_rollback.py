@@ -29,6 +29,10 @@ description:
     record's file lock, so neither another run nor the watchdog acts in between.
   - B(Refuses), changing nothing, when there is nothing to roll back to, or when an entry is in progress and
     O(force) is not set; the message says what is going on and what to do.
+  - B(Database migrations.) RV(migrations) lists the migrations that ran after the target release was deployed
+    (the schema it goes back to is not the one it was released on). A rollback across one marked not reversible
+    (C(release_migrate_reversible=false)) is refused, changing nothing, unless O(accept_schema) - never after an
+    interrupted deploy (the live release ran beside that migration all along).
   - The nginx switch is the one M(greenflow.platform.nginx_upstream) does (candidate checked with C(nginx -t)
     before it is renamed into place, graceful reload); a failed switch leaves the previous split and closes
     the entry as failed.
@@ -39,6 +43,10 @@ options:
     description:
       - Go ahead while an entry is in progress (a deploy or rollback whose run died - make sure it did).
         Traffic goes back to the live release and that entry is closed as failed ("interrupted").
+    type: bool
+    default: false
+  accept_schema:
+    description: Roll back across a migration marked not reversible (the operator knows the release runs on the schema as it is).
     type: bool
     default: false
   user:
@@ -130,6 +138,14 @@ target:
   returned: always
   type: dict
   sample: {"id": 3, "version": "1", "color": "blue", "image": "greenflow/demo-app:1", "env": {}}
+migrations:
+  description:
+    - The database migrations that ran (or may have) after the target release was deployed, newest first - C(entry),
+      C(version), C(status), C(reversible), C(lsn) (the primary's WAL position just before it; C(restore.yml -e
+      restore_target_lsn=...) goes back to the schema before it), C(backup), C(finished_at).
+  returned: always
+  type: list
+  elements: dict
 from_color:
   description: The other colour (where traffic comes from).
   returned: always
@@ -203,6 +219,7 @@ from ansible_collections.greenflow.platform.plugins.module_utils import _http_ge
 from ansible_collections.greenflow.platform.plugins.module_utils import _nginx_switch as switch
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_lease as lease_mod
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_model as model
+from ansible_collections.greenflow.platform.plugins.module_utils import _release_migrations as migrations
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_record as rr
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_rollback as rb
 from ansible_collections.greenflow.platform.plugins.module_utils._atomic_file import AtomicFileError
@@ -242,7 +259,7 @@ class Rollback(object):
         self.p = module.params
         self.started = time.monotonic()
         self.result = dict(changed=False, switched=False, instant_blocker="", restore_live=False, target={},
-                           from_color="", entry={}, live={}, plan={}, timings={}, history_table=[],
+                           from_color="", entry={}, live={}, plan={}, timings={}, history_table=[], migrations=[],
                            record_path=self.p["path"] or model.record_path(self.p["app"]))
         self.nginx = _nginx_params(self.p)
 
@@ -278,6 +295,12 @@ class Rollback(object):
             from_color=rollback["from_color"],
             history_table=rr.history_table(rr.history(record, p["history_limit"]), plan["live"].get("id")))
         refused = rb.refusal(plan, state["shares"], self.result["history_table"], p["force"])
+        if refused:
+            self.fail(refused)
+        crossed = migrations.crossed(record, rollback["target"]["id"])
+        self.result["migrations"] = crossed
+        refused = migrations.rollback_refusal(crossed, rollback["target"].get("version"), p["accept_schema"],
+                                              rollback["restore_live"])
         if refused:
             self.fail(refused)
 
@@ -348,6 +371,7 @@ def main():
     argument_spec = dict(
         app=dict(type="str", required=True),
         force=dict(type="bool", default=False),
+        accept_schema=dict(type="bool", default=False),
         user=dict(type="str", default="unknown"),
         reason=dict(type="str"),
         instant=dict(type="bool", default=True),

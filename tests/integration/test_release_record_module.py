@@ -130,3 +130,31 @@ def test_each_change_rewrites_the_release_metrics_but_no_lease_renewal(tmp_path)
     assert 'greenflow_release_last_result{app="demo",result="rolled_back"} 1' in text
     assert 'greenflow_release_last_result_automatic{app="demo"} 1' in text
     assert _run(record, metrics_dir=str(textfiles))["metrics_path"] == ""   # a read writes nothing
+
+
+def test_a_versions_migration_is_decided_under_the_lock_and_recorded(tmp_path):
+    record = tmp_path / "demo.json"
+    first = _run(record, action="begin", version="2", color="blue", migrate=True, migrate_command=["app", "migrate"])
+    assert first["migration"]["run"] is True and first["entry"]["migration"]["status"] == "planned"
+    entry_id = first["entry"]["id"]
+    running = _run(record, action="migration", id=entry_id,
+                   migration={"status": "running", "restore_point": {"lsn": "0/3000060", "backup": "20261202-100000F"}})
+    assert running["entry"]["migration"]["status"] == "running"
+    _run(record, action="migration", id=entry_id, migration={"status": "failed", "exit_code": 1, "output": "boom"})
+    _run(record, action="finish", id=entry_id, outcome="failed")
+    # a failed migration of this version: the next begin is refused and writes nothing
+    before = record.read_text()
+    refused = _run(record, action="begin", version="2", color="blue", migrate=True)
+    assert refused.get("failed") and "release_migrate_rerun=true" in refused["msg"]
+    assert record.read_text() == before
+    rerun = _run(record, action="begin", version="2", color="blue", migrate=True, migrate_rerun=True,
+                 migrate_reversible=False)
+    assert rerun["migration"]["run"] and rerun["migration"]["previous"] == entry_id
+    _run(record, action="migration", id=rerun["entry"]["id"], migration={"status": "succeeded"})
+    _run(record, action="finish", id=rerun["entry"]["id"], outcome="succeeded")
+    # the same version once more: skipped, and where it ran is noted
+    again = _run(record, action="begin", version="2", color="green", migrate=True)
+    assert again["migration"]["run"] is False and again["entry"]["migration"] == {
+        "status": "skipped", "command": [], "reversible": True, "ran_in": rerun["entry"]["id"]}
+    bad = _run(record, action="migration", id=again["entry"]["id"], migration={"status": "done"})
+    assert bad.get("failed") and "status is one of" in bad["msg"]

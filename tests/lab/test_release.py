@@ -97,6 +97,9 @@ def release_lab(prefixed_lab):
     else:
         # the load balancer does not need the swarm provisioned (only its hosts' addresses): side by side
         lb = lab.playbook_background("playbooks/lb.yml")
+        # the database of the migration tests (the demo app's PostgreSQL mode): the primary alone, waited
+        # for by the release_db fixture
+        lab.db_provisioning = lab.playbook_background("playbooks/postgresql.yml", "--limit", "pg_primary")
         lab.playbook("playbooks/swarm.yml")
         lab.playbook("lab/load-images.yml")
         lab.wait_background(lb)
@@ -119,6 +122,10 @@ def release_lab(prefixed_lab):
           % (time.monotonic() - started, first.seconds))
     yield lab
     lab.webhook.server.shutdown()
+    db = getattr(lab, "db_provisioning", None)
+    if db is not None and db.poll() is None:  # no migration test ran: do not leave it behind
+        os.killpg(db.pid, signal.SIGKILL)
+        db.wait(timeout=60)
 
 
 def record(lab):
@@ -748,3 +755,163 @@ def test_retire_scales_the_previous_colour_down_only_when_it_is_old_enough(relea
     assert "the instant rollback to it is gone" in entry["reason"]
     assert "was retired already" in again.stdout and len(record(lab)["releases"]) == entries + 1
     assert record(lab)["releases"][-2]["version"] == "9"  # the live release is still the deploy of 9
+
+
+# --- database migrations (deploy.yml's release_migrate_command), on the demo app's PostgreSQL mode ---------------
+
+MIGRATE = ["-e", json.dumps({"release_migrate_command": ["python3", "/opt/demo/app.py", "migrate"]})]
+NOTES = "/notes/add"  # every request writes a row: the live release uses the database under load
+
+
+@pytest.fixture(scope="session")
+def release_db(release_lab):
+    """The lab's primary (provisioned beside the lab by the release_lab fixture), the app's password as the swarm
+    secret demo_db_password, and the settings that put the demo app on the database."""
+    lab = release_lab
+    if getattr(lab, "db_provisioning", None) is not None:
+        lab.wait_background(lab.db_provisioning)
+    ip = subprocess.run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                         lab.container("pg-primary-1")], capture_output=True, text=True, check=True).stdout.strip()
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "lab", ".secrets", "pg_app_password")) as f:
+        password = f.read().split()[0]
+    lab.exec("swarm-manager-1", "sh", "-c", "docker secret inspect demo_db_password >/dev/null 2>&1 || "
+             "printf %%s '%s' | docker secret create demo_db_password -" % password)
+    # the password's file is the app's setting (app_release_env); the database's address is the release's
+    return {"release_env": {"DEMO_DB_HOST": ip, "DEMO_DB_NAME": "app", "DEMO_DB_USER": "app"},
+            "app_release_env": {"DEMO_DB_PASSWORD_FILE": "/run/secrets/demo_db_password"},
+            "app_release_secrets": ["demo_db_password"]}
+
+
+def psql(lab, sql):
+    return lab.exec("pg-primary-1", "su", "postgres", "-c", "psql -XAtq -d app -c \"%s\"" % sql).strip()
+
+
+def db_deploy_args(db, version, image, env=None, **extra):
+    settings = dict(db, release_env=dict(db["release_env"], **(env or {})), **extra)
+    return ["-e", "release_version=%s" % version, "-e", "release_image=greenflow/demo-app:%s" % image,
+            "-e", json.dumps(settings)] + MIGRATE
+
+
+def idle_state(lab, colour):
+    return lab.exec("swarm-manager-1", "docker", "service", "inspect", "%s-%s" % (APP, colour), "--format",
+                    "{{.Spec.TaskTemplate.ContainerSpec.Image}} {{.Spec.Mode.Replicated.Replicas}} {{.Version.Index}}")
+
+
+def test_a_release_migrates_its_database_once_while_the_live_release_keeps_serving(release_lab, release_db):
+    lab, db = release_lab, release_db
+    # v1 on the database: its migration creates the table it writes
+    with LoadGen(lab.url("/version"), rate=60, threads=4, max_requests=60 * 400, max_seconds=400):
+        first = lab.playbook("playbooks/deploy.yml", *db_deploy_args(db, "1-db", 1), *QUICK)
+    assert "0001_notes" in psql(lab, "SELECT string_agg(id, ',') FROM demo_schema_migrations")
+    live = live_colour(lab)
+    # v2 under load on a page that writes: its migration (a slow step, then an added column) runs while v1 writes
+    proc, load, summary = run_notes_load(lab, "playbooks/deploy.yml",
+                                         *db_deploy_args(db, "2-db", 2, {"DEMO_MIGRATE_SECONDS": "5"}), *FAST)
+    flat = " ".join(proc.stdout.split())
+    entry = last_entry(lab)
+    migration = entry["migration"]
+    print("\n[migration] v1's took %.1f s (job); v2's %.1f s with a 5 s step, %s; restore point %s; deploy %.1f s "
+          "(v1 deploy %.1f s); load: %s" % (record(lab)["releases"][-2]["migration"]["seconds"], migration["seconds"],
+                                             migration["status"], migration["restore_point"], proc.seconds,
+                                             first.seconds, json.dumps(summary)))
+    assert proc.returncode == 0, flat[-3000:]
+    assert summary["failed"] == 0, summary
+    assert (entry["version"], entry["outcome"], migration["status"], migration["exit_code"]) == ("2-db", "succeeded",
+                                                                                                  "succeeded", 0)
+    assert migration["seconds"] >= 5 and "applied 0002_notes_version" in migration["output"], migration
+    assert re.match(r"^\d+/[0-9A-F]+$", migration["restore_point"]["lsn"]), migration["restore_point"]
+    assert migration["restore_point"]["backup"] == lab.backup_label
+    assert "restore_target_lsn=%s" % migration["restore_point"]["lsn"] in flat
+    # v1 wrote all along; v2 writes the new column
+    assert psql(lab, "SELECT count(*) FROM demo_migrate_runs WHERE version = '2'") == "1"
+    assert int(psql(lab, "SELECT count(*) FROM demo_notes WHERE version IS NULL")) > 100
+    assert int(psql(lab, "SELECT count(*) FROM demo_notes WHERE version = '2'")) > 0
+    assert nginx_shares(lab) == {"green" if live == "blue" else "blue": 100}
+
+    # a rollback says which migration it crosses; the same version again does not migrate again
+    back = lab.playbook("playbooks/rollback.yml")
+    back_flat = " ".join(back.stdout.split())
+    assert "The schema is NOT rolled back: 1 migration(s) ran after 1-db was deployed" in back_flat, back_flat[-3000:]
+    again = lab.playbook("playbooks/deploy.yml", *db_deploy_args(db, "2-db", 2), *QUICK)
+    again_flat = " ".join(again.stdout.split())
+    entry = last_entry(lab)
+    assert entry["migration"]["status"] == "skipped" and entry["migration"]["ran_in"] == record(lab)["releases"][-3]["id"]
+    assert "the migration of version 2-db ran already" in again_flat, again_flat[-3000:]
+    assert psql(lab, "SELECT count(*) FROM demo_migrate_runs WHERE version = '2'") == "1"
+
+
+def run_notes_load(lab, playbook, *args):
+    """A playbook under writing load: 100 requests/s on /notes/add, bounded in count and time."""
+    load = LoadGen(lab.url(NOTES), rate=100, threads=16, max_requests=100 * 400, max_seconds=400)
+    load.start()
+    time.sleep(2)
+    try:
+        proc = lab.playbook(playbook, *args, check=False)
+        time.sleep(2)
+    finally:
+        load.stop()
+    summary = load.summary()
+    # every answer is a note's own JSON: count them by the version that wrote them
+    written = {}
+    for body, count in summary["versions"].items():
+        version = json.loads(body)["version"]
+        written[version] = written.get(version, 0) + count
+    summary["versions"] = written
+    return proc, load, summary
+
+
+def test_a_failing_migration_stops_the_release_before_any_traffic_moves(release_lab, release_db):
+    lab, db = release_lab, release_db
+    live = live_colour(lab)
+    idle = "green" if live == "blue" else "blue"
+    before_idle, before_versions = idle_state(lab, idle), versions_now(lab)
+    hooks = len(lab.webhook.events)
+    proc, load, summary = run_notes_load(lab, "playbooks/deploy.yml", *db_deploy_args(
+        db, "3-db", 3, {"DEMO_MIGRATE_FAIL": "the new index does not fit"}), *FAST, *lab.hook)
+    flat = " ".join(proc.stdout.split())
+    entry = last_entry(lab)
+    print("\n[failing migration] rc %d in %.1f s; migration %s after %.1f s; load: %s"
+          % (proc.returncode, proc.seconds, entry["migration"]["status"], entry["migration"]["seconds"],
+             json.dumps(summary)))
+    assert proc.returncode != 0
+    assert "The database migration of 3-db failed" in flat and "No traffic moved" in flat, flat[-3000:]
+    assert "DEMO_MIGRATE_FAIL: the new index does not fit" in flat
+    assert (entry["version"], entry["outcome"], entry["migration"]["status"]) == ("3-db", "failed", "failed")
+    assert entry["migration"]["exit_code"] == 1 and "rolled back" in entry["migration"]["output"]
+    assert not [e for e in entry.get("timeline") or [] if e.get("event") == "step"]
+    # nothing moved, the idle colour (the instant rollback) untouched, every write answered
+    assert summary["failed"] == 0 and set(summary["versions"]) <= {"2"}, summary
+    assert nginx_shares(lab) == {live: 100} and idle_state(lab, idle) == before_idle
+    assert versions_now(lab) == before_versions
+    assert psql(lab, "SELECT count(*) FROM demo_migrate_runs WHERE version = '3' AND outcome = 'failed'") == "1"
+    assert [e for e, _ in lab.webhook.since(hooks)] == ["start", "failure"]
+    # the same version again is refused before anything: its migration may have been partly applied
+    entries = len(record(lab)["releases"])
+    refused = lab.playbook("playbooks/deploy.yml", *db_deploy_args(db, "3-db", 3), *QUICK, check=False)
+    refused_flat = " ".join(refused.stdout.split())
+    assert refused.returncode != 0
+    assert "the migration of version 3-db failed" in refused_flat and "release_migrate_rerun=true" in refused_flat, \
+        refused_flat[-3000:]
+    assert len(record(lab)["releases"]) == entries and idle_state(lab, idle) == before_idle
+    assert psql(lab, "SELECT count(*) FROM demo_migrate_runs WHERE version = '3'") == "1"
+
+
+def test_a_rollback_across_a_migration_marked_not_reversible_needs_the_operators_word(release_lab, release_db):
+    lab, db = release_lab, release_db
+    with LoadGen(lab.url("/version"), rate=60, threads=4, max_requests=60 * 400, max_seconds=400) as load:
+        lab.playbook("playbooks/deploy.yml", *db_deploy_args(db, "3-db", 3), "-e", "release_migrate_rerun=true",
+                     "-e", "release_migrate_reversible=false", *QUICK)
+        live = live_colour(lab)
+        refused = lab.playbook("playbooks/rollback.yml", check=False)
+        assert nginx_shares(lab) == {live: 100}
+        accepted = lab.playbook("playbooks/rollback.yml", "-e", "rollback_accept_schema=true")
+        time.sleep(1)
+    summary = load.summary()
+    flat, accepted_flat = " ".join(refused.stdout.split()), " ".join(accepted.stdout.split())
+    print("\n[schema guard] refused in %.1f s, accepted rollback %.1f s; load: %s"
+          % (refused.seconds, accepted.seconds, json.dumps(summary)))
+    assert refused.returncode != 0 and "Rollback to 2-db refused" in flat and "NOT reversible" in flat, flat[-3000:]
+    assert "rollback_accept_schema=true" in flat and "Nothing was changed" in flat
+    assert "accepted: rollback_accept_schema=true" in accepted_flat, accepted_flat[-3000:]
+    assert summary["failed"] == 0, summary
+    assert versions_now(lab) == {"2": 20}
