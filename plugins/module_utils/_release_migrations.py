@@ -12,7 +12,8 @@ A deploy entry with a migration carries it as ``migration``:
                 rollback_accept_schema
     restore_point  {"lsn": the primary's WAL position just before, "backup": the newest verified backup's
                 label, ...}: where restore.yml goes back to (restore_target_lsn)
-    started_at, finished_at, seconds, exit_code, output (its end), job (the swarm job's name)
+    started_at, finished_at, seconds, exit_code, output (its end), job (the swarm job's name),
+    started     False when the job's command never started (swarm rejected it): nothing of it ran
     ran_in      with "skipped": the entry whose migration of this version ran already
 
 "Running" stays in the record when the controller died during the migration: nobody knows how far it got,
@@ -28,19 +29,24 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 SKIPPED = "skipped"
 STATUSES = (PLANNED, RUNNING, SUCCEEDED, FAILED, SKIPPED)
-RAN = (RUNNING, SUCCEEDED, FAILED)  # it touched (or may have touched) the schema
 
 
 class MigrationError(Exception):
     """A migration may not run, or a rollback may not cross one (the message says why and what to do)."""
 
 
+def touched(migration):
+    """True when this migration ran, or may have: running, succeeded, or failed after its command started (a
+    job swarm rejected - no such image, say - never ran, ``started`` false)."""
+    status = migration.get("status")
+    return status in (RUNNING, SUCCEEDED) or (status == FAILED and migration.get("started", True) is not False)
+
+
 def previous_run(record, version):
     """The newest entry whose migration of ``version`` ran (or may have), or None."""
     version = str(version)
     for entry in reversed(record["releases"]):
-        migration = entry.get("migration") or {}
-        if entry.get("action") == "deploy" and str(entry.get("version")) == version and migration.get("status") in RAN:
+        if entry.get("action") == "deploy" and str(entry.get("version")) == version and touched(entry.get("migration") or {}):
             return entry
     return None
 
@@ -81,7 +87,7 @@ def crossed(record, target_id):
     out = []
     for entry in reversed(record["releases"]):
         migration = entry.get("migration") or {}
-        if entry["id"] <= target_id or migration.get("status") not in RAN:
+        if entry["id"] <= target_id or not touched(migration):
             continue
         restore = migration.get("restore_point") or {}
         out.append({"entry": entry["id"], "version": entry.get("version"), "status": migration["status"],

@@ -98,22 +98,26 @@ def service_spec(image, command, env=None, secrets=None, constraints=None, limit
 
 def outcome(tasks):
     """Where the job is, from its service's tasks (Docker's task dicts): a dict with ``done`` (it ended),
-    ``ok`` (it ended with exit code 0), ``state``, ``exit_code`` (None until it ended), ``error`` (swarm's
-    word on a failure) and ``node`` (the node's id)."""
+    ``ok`` (it ended with exit code 0), ``state``, ``exit_code`` (None until it ended, and when its command never
+    started), ``started`` (its command started: a container ran), ``error`` (swarm's word on a failure) and
+    ``node`` (the node's id)."""
     if not tasks:
-        return {"done": False, "ok": False, "state": "no task yet", "exit_code": None, "error": "", "node": ""}
+        return {"done": False, "ok": False, "state": "no task yet", "exit_code": None, "started": False, "error": "",
+                "node": ""}
     # the newest task: with restart condition none there is one, but a rejected one may be followed by none
     task = sorted(tasks, key=lambda t: (t.get("CreatedAt") or "", t.get("ID") or ""))[-1]
     status = task.get("Status") or {}
     state = status.get("State") or "unknown"
     container = status.get("ContainerStatus") or {}
-    exit_code = container.get("ExitCode")
     done = state == COMPLETE or state in ENDED_BADLY
-    out = {"done": done, "ok": state == COMPLETE and not exit_code, "state": state,
-           "exit_code": exit_code if done else None, "error": status.get("Err") or "", "node": task.get("NodeID") or ""}
+    # did its command start? Not when swarm rejected the task (no such image, no node fits) or it never got a
+    # container: then nothing of the job ran, and it is safe to run again
+    started = state in (RUNNING, COMPLETE) or (state != "rejected" and bool(container.get("ContainerID")))
+    exit_code = container.get("ExitCode") if done and started else None
     if state == COMPLETE and exit_code is None:
-        out["exit_code"] = 0
-    return out
+        exit_code = 0
+    return {"done": done, "ok": state == COMPLETE and not exit_code, "state": state, "exit_code": exit_code,
+            "started": started, "error": status.get("Err") or "", "node": task.get("NodeID") or ""}
 
 
 def tail(text, max_lines=200, max_chars=20000):

@@ -116,9 +116,15 @@ ok:
   returned: always
   type: bool
 exit_code:
-  description: The job's exit code (null when it never ran or was stopped at the timeout).
+  description: The job's exit code (null when its command never started or was stopped at the timeout).
   returned: always
   type: int
+started:
+  description:
+    - Its command started (a container ran). False when swarm rejected the task (no such image, no node that fits)
+      or the timeout came first - then nothing of the job ran.
+  returned: always
+  type: bool
 state:
   description: The last state of the job's task (C(complete), C(failed), C(rejected), ...).
   returned: always
@@ -224,7 +230,7 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    result = dict(changed=False, ok=False, exit_code=None, state="", error="", timed_out=False, seconds=0.0,
+    result = dict(changed=False, ok=False, exit_code=None, started=False, state="", error="", timed_out=False, seconds=0.0,
                   output="", output_lines_total=0, node="")
     if p["timeout"] <= 0 or p["poll"] <= 0 or p["output_lines"] < 0:
         module.fail_json(msg="timeout and poll must be more than 0 and output_lines at least 0", **result)
@@ -272,8 +278,8 @@ def main():
             except (APIError, DockerException) as exc:
                 module.warn("could not remove the job's service %s: %s" % (p["name"], exc))
     result["output"], result["output_lines_total"] = job.tail(output, p["output_lines"])
-    result.update(ok=state["ok"], exit_code=state["exit_code"], state=state["state"], node=state["node"],
-                  error=state["error"], timed_out=not state["done"])
+    result.update(ok=state["ok"], exit_code=state["exit_code"], started=state["started"], state=state["state"],
+                  node=state["node"], error=state["error"], timed_out=not state["done"])
     if result["ok"]:
         module.exit_json(**result)
     last = job.tail(output, 20, 3000)[0]

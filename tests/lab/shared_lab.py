@@ -3,8 +3,12 @@ already up and provisioned by site.yml, named by GREENFLOW_LAB_PREFIX and GREENF
 GREENFLOW_LAB_HTTPS_PORT (by default the default lab on 8080 / 8443). On a reused lab nothing is
 brought up, provisioned or taken down: `make test` runs the release and data scenarios this way on
 the lab molecule has just converged and verified (scripts/test-shared-lab.sh)."""
+import contextlib
+import fcntl
 import os
 import subprocess
+import tempfile
+import time
 
 import pytest
 
@@ -32,3 +36,26 @@ def assert_lab_running(prefix):
         pytest.fail("GREENFLOW_LAB_REUSE=1 but the lab %r is not up (not running: %s); bring it up and "
                     "provision it (make lab-up, site.yml) or unset GREENFLOW_LAB_REUSE"
                     % (prefix, ", ".join(missing)))
+
+
+@contextlib.contextmanager
+def database_turn(prefix, timeout=5400):
+    """Exclusive use of a lab's PostgreSQL among the test processes on it. On the shared lab of `make test` the
+    data scenario restores and fails over the cluster while the release scenario runs beside it; the release
+    scenario's migration tests write to the database and read its WAL position, so they take their turn after
+    it (a lock file per lab prefix, released when its holder ends, however it ends). Yields the seconds waited."""
+    path = os.path.join(tempfile.gettempdir(), "greenflow-lab-%sdatabase.lock" % (prefix or "default-"))
+    started = time.monotonic()
+    with open(path, "w") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() - started > timeout:
+                    pytest.fail("the database of lab %r was not free within %d s (%s)" % (prefix, timeout, path))
+                time.sleep(2)
+        try:
+            yield time.monotonic() - started
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

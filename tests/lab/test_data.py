@@ -32,7 +32,7 @@ import pytest
 
 from ansible_collections.greenflow.platform.plugins.module_utils import _pgbackrest_backups as pbb
 from ansible_collections.greenflow.platform.plugins.module_utils._pgbackrest_backups import parse_lsn
-from shared_lab import assert_lab_running, lab_address
+from shared_lab import assert_lab_running, database_turn, lab_address
 
 pytestmark = [pytest.mark.lab]
 
@@ -178,7 +178,10 @@ def lab(request):
             play('playbooks/postgresql.yml')
             play('playbooks/pg_backup.yml')
             FIGURES['provision_s'] = round(time.time() - started)
-        yield
+        # the cluster is this scenario's while it runs: the release scenario's migration tests wait for it
+        with database_turn(PREFIX) as waited:
+            FIGURES['database_turn_waited_s'] = round(waited)
+            yield
     finally:
         print('figures: %s' % json.dumps(FIGURES, sort_keys=True))
         if not REUSED_LAB and os.environ.get('GREENFLOW_DATA_KEEP_LAB') != '1':

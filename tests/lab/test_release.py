@@ -19,12 +19,14 @@ import ssl
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from loadgen import LoadGen
+from shared_lab import database_turn
 
 pytestmark = pytest.mark.lab
 
@@ -765,13 +767,31 @@ NOTES = "/notes/add"  # every request writes a row: the live release uses the da
 
 @pytest.fixture(scope="session")
 def release_db(release_lab):
-    """The lab's primary (provisioned beside the lab by the release_lab fixture), the app's password as the swarm
-    secret demo_db_password, and the settings that put the demo app on the database."""
+    """The lab's primary (on its own lab: provisioned beside it by the release_lab fixture), the app's password as
+    the swarm secret demo_db_password, and the settings that put the demo app on the database. On the shared lab
+    of `make test` the data scenario restores and fails over this cluster meanwhile: these tests (the last ones of
+    the module) wait for their turn (shared_lab.database_turn) and keep it to the end."""
     lab = release_lab
     if getattr(lab, "db_provisioning", None) is not None:
         lab.wait_background(lab.db_provisioning)
+    with database_turn(lab.prefix) as waited:
+        print("\n[release db] the database's turn after %.0f s" % waited)
+        yield _database_settings(lab)
+
+
+def _primary(lab):
+    """The PostgreSQL host that is not in recovery (after the data scenario's failovers it may be either)."""
+    for host in ("pg-primary-1", "pg-replica-1"):
+        answer = lab.exec(host, "su", "postgres", "-c", "psql -XAtq -c 'SELECT pg_is_in_recovery()'", check=False)
+        if answer.strip() == "f":
+            return host
+    pytest.fail("no PostgreSQL host of the lab answers as the primary")
+
+
+def _database_settings(lab):
+    lab.primary = _primary(lab)
     ip = subprocess.run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-                         lab.container("pg-primary-1")], capture_output=True, text=True, check=True).stdout.strip()
+                         lab.container(lab.primary)], capture_output=True, text=True, check=True).stdout.strip()
     with open(os.path.join(os.path.dirname(__file__), "..", "..", "lab", ".secrets", "pg_app_password")) as f:
         password = f.read().split()[0]
     lab.exec("swarm-manager-1", "sh", "-c", "docker secret inspect demo_db_password >/dev/null 2>&1 || "
@@ -783,7 +803,7 @@ def release_db(release_lab):
 
 
 def psql(lab, sql):
-    return lab.exec("pg-primary-1", "su", "postgres", "-c", "psql -XAtq -d app -c \"%s\"" % sql).strip()
+    return lab.exec(lab.primary, "su", "postgres", "-c", "psql -XAtq -d app -c \"%s\"" % sql).strip()
 
 
 def db_deploy_args(db, version, image, env=None, **extra):
@@ -810,10 +830,11 @@ def test_a_release_migrates_its_database_once_while_the_live_release_keeps_servi
     flat = " ".join(proc.stdout.split())
     entry = last_entry(lab)
     migration = entry["migration"]
-    print("\n[migration] v1's took %.1f s (job); v2's %.1f s with a 5 s step, %s; restore point %s; deploy %.1f s "
-          "(v1 deploy %.1f s); load: %s" % (record(lab)["releases"][-2]["migration"]["seconds"], migration["seconds"],
-                                             migration["status"], migration["restore_point"], proc.seconds,
-                                             first.seconds, json.dumps(summary)))
+    v1 = record(lab)["releases"][-2]["migration"]
+    print("\n[migration] v1's: job %.1f s, added to the release %.1f s; v2's (a 5 s step): job %.1f s, added %.1f s, %s; "
+          "restore point %s; deploy %.1f s (v1 deploy %.1f s); load: %s" % (
+              v1["seconds"], v1["release_seconds"], migration["seconds"], migration["release_seconds"],
+              migration["status"], migration["restore_point"], proc.seconds, first.seconds, json.dumps(summary)))
     assert proc.returncode == 0, flat[-3000:]
     assert summary["failed"] == 0, summary
     assert (entry["version"], entry["outcome"], migration["status"], migration["exit_code"]) == ("2-db", "succeeded",
@@ -829,10 +850,11 @@ def test_a_release_migrates_its_database_once_while_the_live_release_keeps_servi
     assert nginx_shares(lab) == {"green" if live == "blue" else "blue": 100}
 
     # a rollback says which migration it crosses; the same version again does not migrate again
-    back = lab.playbook("playbooks/rollback.yml")
+    with LoadGen(lab.url("/version"), rate=60, threads=4, max_requests=60 * 400, max_seconds=400):
+        back = lab.playbook("playbooks/rollback.yml")
+        again = lab.playbook("playbooks/deploy.yml", *db_deploy_args(db, "2-db", 2), *QUICK)
     back_flat = " ".join(back.stdout.split())
     assert "The schema is NOT rolled back: 1 migration(s) ran after 1-db was deployed" in back_flat, back_flat[-3000:]
-    again = lab.playbook("playbooks/deploy.yml", *db_deploy_args(db, "2-db", 2), *QUICK)
     again_flat = " ".join(again.stdout.split())
     entry = last_entry(lab)
     assert entry["migration"]["status"] == "skipped" and entry["migration"]["ran_in"] == record(lab)["releases"][-3]["id"]
@@ -860,14 +882,28 @@ def run_notes_load(lab, playbook, *args):
     return proc, load, summary
 
 
+def on_the_database(lab, db):
+    """Make sure a release on the database is live (the test before leaves 2-db live; a run of one test alone
+    deploys it: its migration ran, or runs now)."""
+    try:
+        _get_through_lb(lab, "/notes")
+        return
+    except urllib.error.HTTPError:  # 404: the live release does not use the database
+        pass
+    with LoadGen(lab.url("/version"), rate=60, threads=4, max_requests=60 * 400, max_seconds=400):
+        lab.playbook("playbooks/deploy.yml", *db_deploy_args(db, "2-db", 2), *QUICK)
+
+
 def test_a_failing_migration_stops_the_release_before_any_traffic_moves(release_lab, release_db):
     lab, db = release_lab, release_db
+    on_the_database(lab, db)
     live = live_colour(lab)
     idle = "green" if live == "blue" else "blue"
     before_idle, before_versions = idle_state(lab, idle), versions_now(lab)
     hooks = len(lab.webhook.events)
+    # version 3 of the app: the image of 2 told it is 3 (the lab loads images 1 and 2)
     proc, load, summary = run_notes_load(lab, "playbooks/deploy.yml", *db_deploy_args(
-        db, "3-db", 3, {"DEMO_MIGRATE_FAIL": "the new index does not fit"}), *FAST, *lab.hook)
+        db, "3-db", 2, {"DEMO_VERSION": "3", "DEMO_MIGRATE_FAIL": "the new index does not fit"}), *FAST, *lab.hook)
     flat = " ".join(proc.stdout.split())
     entry = last_entry(lab)
     print("\n[failing migration] rc %d in %.1f s; migration %s after %.1f s; load: %s"
@@ -887,7 +923,8 @@ def test_a_failing_migration_stops_the_release_before_any_traffic_moves(release_
     assert [e for e, _ in lab.webhook.since(hooks)] == ["start", "failure"]
     # the same version again is refused before anything: its migration may have been partly applied
     entries = len(record(lab)["releases"])
-    refused = lab.playbook("playbooks/deploy.yml", *db_deploy_args(db, "3-db", 3), *QUICK, check=False)
+    refused = lab.playbook("playbooks/deploy.yml", *db_deploy_args(db, "3-db", 2, {"DEMO_VERSION": "3"}), *QUICK,
+                           check=False)
     refused_flat = " ".join(refused.stdout.split())
     assert refused.returncode != 0
     assert "the migration of version 3-db failed" in refused_flat and "release_migrate_rerun=true" in refused_flat, \
@@ -898,8 +935,10 @@ def test_a_failing_migration_stops_the_release_before_any_traffic_moves(release_
 
 def test_a_rollback_across_a_migration_marked_not_reversible_needs_the_operators_word(release_lab, release_db):
     lab, db = release_lab, release_db
+    on_the_database(lab, db)
     with LoadGen(lab.url("/version"), rate=60, threads=4, max_requests=60 * 400, max_seconds=400) as load:
-        lab.playbook("playbooks/deploy.yml", *db_deploy_args(db, "3-db", 3), "-e", "release_migrate_rerun=true",
+        lab.playbook("playbooks/deploy.yml", *db_deploy_args(db, "3-db", 2, {"DEMO_VERSION": "3"}),
+                     "-e", "release_migrate_rerun=true",
                      "-e", "release_migrate_reversible=false", *QUICK)
         live = live_colour(lab)
         refused = lab.playbook("playbooks/rollback.yml", check=False)

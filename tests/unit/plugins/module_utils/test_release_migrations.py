@@ -91,3 +91,14 @@ def test_update_lays_fields_over_a_deploys_migration():
         mig.update(entry, {"status": "done"})
     with pytest.raises(mig.MigrationError):
         mig.update({"id": 3, "action": "rollback"}, {"status": "running"})
+
+
+def test_a_migration_swarm_never_started_does_not_count():
+    rejected = _deploy(2, "2", "failed", outcome="failed")
+    rejected["migration"]["started"] = False  # e.g. no such image on the nodes
+    record = _record(_deploy(1, "1"), rejected)
+    assert mig.decide(record, "2")["run"] is True
+    assert mig.crossed(record, 1) == []
+    rejected["migration"]["started"] = True
+    with pytest.raises(mig.MigrationError):
+        mig.decide(record, "2")

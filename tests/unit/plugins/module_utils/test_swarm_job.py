@@ -54,16 +54,16 @@ def test_bad_limits_are_refused(limits):
         job.resources(limits)
 
 
-def _task(state, exit_code=None, err="", created="2026-12-02T10:00:00Z", node="n1"):
+def _task(state, exit_code=None, err="", created="2026-12-02T10:00:00Z", node="n1", container="c1"):
     status = {"State": state, "Err": err}
     if exit_code is not None:
-        status["ContainerStatus"] = {"ExitCode": exit_code}
+        status["ContainerStatus"] = {"ExitCode": exit_code, "ContainerID": container}
     return {"ID": created, "CreatedAt": created, "NodeID": node, "Status": status}
 
 
 def test_no_task_yet_is_not_done():
     assert job.outcome([]) == {"done": False, "ok": False, "state": "no task yet", "exit_code": None,
-                               "error": "", "node": ""}
+                               "started": False, "error": "", "node": ""}
 
 
 @pytest.mark.parametrize("state", ["pending", "assigned", "preparing", "starting", "running"])
@@ -87,7 +87,15 @@ def test_a_failed_task_says_its_exit_code_and_swarms_word():
 @pytest.mark.parametrize("state", ["rejected", "shutdown", "orphaned"])
 def test_a_task_swarm_ended_is_done_and_not_ok(state):
     out = job.outcome([_task(state, err="no suitable node")])
-    assert (out["done"], out["ok"], out["state"]) == (True, False, state)
+    assert (out["done"], out["ok"], out["state"], out["started"]) == (True, False, state, False)
+
+
+def test_a_rejected_task_never_started_and_has_no_exit_code():
+    # swarm reports exit code 0 for a task it rejected (no such image): it ran nothing
+    out = job.outcome([_task("rejected", exit_code=0, err="No such image: app:3", container="")])
+    assert (out["done"], out["ok"], out["started"], out["exit_code"]) == (True, False, False, None)
+    ran = job.outcome([_task("failed", exit_code=1, err="task: non-zero exit (1)")])
+    assert ran["started"] is True
 
 
 def test_the_newest_task_tells():
