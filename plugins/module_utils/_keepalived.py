@@ -36,6 +36,13 @@ class KeepalivedPlanError(ValueError):
     """Bad input to the plan (a clear message, never a traceback for the operator)."""
 
 
+def _flag(value):
+    """A setting's truth: a bool, or the string Ansible's templating may hand over for one."""
+    if isinstance(value, str):
+        return value.strip().lower() in ('true', 'yes', 'on', '1')
+    return bool(value)
+
+
 def parse_vip(value):
     """'10.0.0.100' or '10.0.0.100/24' -> (IPv4Address, prefix or None). IPv4 only (VRRP version 2)."""
     text = str(value or '').strip()
@@ -141,7 +148,7 @@ def plan(vip, hosts, settings=None):
     top = _int(conf['priority_top'], 'nginx_lb_keepalived_priority_top', 1, 254)
     step = _int(conf['priority_step'], 'nginx_lb_keepalived_priority_step', 0, 253)
     weight = _int(conf['check_weight'], 'nginx_lb_keepalived_check_weight', -253, 0)
-    if weight < 0 and conf['nopreempt']:
+    if weight < 0 and _flag(conf['nopreempt']):
         raise KeepalivedPlanError(
             'nginx_lb_keepalived_check_weight %d with nginx_lb_keepalived_nopreempt: a backup never takes the address '
             'from a master whose priority only dropped; keep the weight 0 (a failed check is a FAULT, the address '
@@ -206,7 +213,7 @@ def plan(vip, hosts, settings=None):
         except ValueError:
             raise KeepalivedPlanError('nginx_lb_keepalived_unicast_peers: not an IPv4 address: %r' % (peer,))
     for host, entry in out.items():
-        if not conf['unicast']:
+        if not _flag(conf['unicast']):
             entry['unicast_peers'] = []
         elif explicit:
             entry['unicast_peers'] = [p for p in explicit if p != entry['address']]

@@ -162,6 +162,13 @@ def test_a_negative_weight_must_take_the_master_below_the_others():
     plan(check_weight=-11, nopreempt=False)
 
 
+def test_flags_may_come_as_the_strings_templating_gives():
+    assert plan(unicast="False")["lb-1"]["unicast_peers"] == []
+    assert plan(check_weight="-50", nopreempt="False")["lb-1"]["priority"] == 150
+    with pytest.raises(ka.KeepalivedPlanError, match="a backup never takes the address"):
+        plan(check_weight="-50", nopreempt="True")
+
+
 def test_bad_explicit_peer_is_refused():
     with pytest.raises(ka.KeepalivedPlanError, match="unicast_peers: not an IPv4 address"):
         plan(peers=["lb-2"])
