@@ -48,7 +48,7 @@ def parse_vip(value):
     text = str(value or '').strip()
     if not text:
         raise KeepalivedPlanError('nginx_lb_vip is empty')
-    address, _, prefix = text.partition('/')
+    address, dummy, prefix = text.partition('/')
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -69,8 +69,7 @@ def derive_router_id(vip):
     """The default virtual_router_id (1-255): the address modulo 255, plus 1. Two floating addresses
     of one network get different ids unless they are 255 apart; set nginx_lb_keepalived_router_id
     when another VRRP user shares the network."""
-    ip, _ = parse_vip(vip)
-    return int(ip) % 255 + 1
+    return int(parse_vip(vip)[0]) % 255 + 1
 
 
 def _interfaces(addresses, host):
@@ -92,7 +91,7 @@ def _interfaces(addresses, host):
 def find_interface(vip, addresses, host='this host'):
     """The interface whose IPv4 subnet holds the virtual address, and that subnet's prefix length.
     Raises when none or more than one does."""
-    ip, _ = parse_vip(vip)
+    ip = parse_vip(vip)[0]
     found = []
     for name, items in _interfaces(addresses, host).items():
         for item in items:
@@ -106,7 +105,7 @@ def find_interface(vip, addresses, host='this host'):
     if len(found) > 1:
         raise KeepalivedPlanError(
             '%s: several interfaces have a subnet that holds nginx_lb_vip %s (%s): set nginx_lb_keepalived_interface'
-            % (host, ip, ', '.join(name for name, _ in found)))
+            % (host, ip, ', '.join(entry[0] for entry in found)))
     return found[0]
 
 
@@ -202,10 +201,10 @@ def plan(vip, hosts, settings=None):
     if weight < 0 and len(out) > 1:
         spread = max(e['priority'] for e in out.values()) - min(e['priority'] for e in out.values())
         if -weight <= spread:
+            priorities = ', '.join(str(e['priority']) for e in out.values())
             raise KeepalivedPlanError(
                 'nginx_lb_keepalived_check_weight %d does not take a failed master below the others (priorities %s): '
-                'the weight must be more negative than -%d' % (weight, ', '.join(str(e['priority']) for e in out.values()),
-                                                              spread))
+                'the weight must be more negative than -%d' % (weight, priorities, spread))
     explicit = [str(p) for p in conf['peers'] or []]
     for peer in explicit:
         try:
