@@ -1,6 +1,6 @@
 """Two load balancers behind a floating address (nginx_lb_vip, keepalived), under load from a client inside the
 lab network: the address moves when nginx stops on the master, stays where it is when nginx comes back
-(nopreempt), and moves again when keepalived stops on the new master.
+(nopreempt), moves again when keepalived stops on the new master, and when the master is cut off the network.
 
     .venv/bin/pytest -q -s tests/lab/test_lb_pair.py        # about 8-10 minutes on 2 cores
 
@@ -110,23 +110,27 @@ def analyse(samples, t_event, new_master):
     }
 
 
-def move(lab, what, master, other, seconds=24, lead=5):
-    """Stop `what` (nginx or keepalived) on the master under load; return the figures."""
+def move(lab, what, master, other, seconds=24, lead=5, action=None):
+    """Stop `what` (nginx or keepalived) on the master under load, or run `action` (what it does is `what`);
+    return the figures."""
     client = Client(lab, seconds)
     time.sleep(lead)  # steady load through the master first
     t_event = time.time()
-    lab.exec(master, "systemctl", "stop", what)
+    if action is None:
+        lab.exec(master, "systemctl", "stop", what)
+    else:
+        action()
     t_holder = wait_for_holder(lab, other)
     samples = client.result()
     figures = analyse(samples, t_event, other)
     master_at = became_master(lab, other, t_event)
     figures["master_state_s"] = None if master_at is None else round(master_at - t_event, 3)
     figures["address_seen_on_backup_s"] = round(t_holder - t_event, 3)
-    print("\n[lb pair] %s stopped on %s under %d req/s: %s MASTER after %s s (address seen there after %s s), "
+    print("\n[lb pair] %s on %s under %d req/s: %s MASTER after %s s (address seen there after %s s), "
           "first answer through the address after %s s; %d of %d requests failed %s; after the move: %s"
-          % (what, master, RATE, other, figures["master_state_s"], figures["address_seen_on_backup_s"],
-             figures["first_answer_s"], figures["failed"], figures["requests"], figures["failed_kinds"],
-             figures["after"]))
+          % (what if action else what + " stopped", master, RATE, other, figures["master_state_s"],
+             figures["address_seen_on_backup_s"], figures["first_answer_s"], figures["failed"], figures["requests"],
+             figures["failed_kinds"], figures["after"]))
     return figures
 
 
@@ -247,8 +251,34 @@ def test_keepalived_stopped_on_the_master_moves_the_address_and_its_return_does_
     assert {(s[2], s[3]) for s in samples} == {(200, "lb-1")}
 
 
+def test_master_cut_off_from_the_network_moves_the_address(pair_lab):
+    """The host is lost (its lab network link removed): no FAULT advert, the backup takes over after three missed
+    adverts. Back on the network, a run of lb.yml makes it a backup again (Docker names the new link eth1: the
+    role's plan finds the interface by the address's subnet)."""
+    lab = pair_lab
+    network = lab.prefix + "greenflow-lab"
+    assert holders(lab) == ["lb-1"]
+
+    def cut():
+        subprocess.run(["docker", "network", "disconnect", network, lab.container("lb-1")], check=True, timeout=60)
+
+    figures = move(lab, "network cut", "lb-1", "lb-2", action=cut)
+    assert_moved(figures, "lb-2")
+    subprocess.run(["docker", "network", "connect", network, lab.container("lb-1")], check=True, timeout=60)
+    again = lab.playbook("playbooks/lb.yml")
+    time.sleep(3)
+    states = lab.exec("lb-1", "journalctl", "-u", "keepalived", "-o", "cat", "--no-pager", "-n", "4")
+    print("\n[lb pair] lb-1 back on the network, lb.yml in %.0f s (changed %s): the address stays on %s"
+          % (again.seconds, playbook_recap(again), holders(lab)))
+    assert "Entering BACKUP STATE" in states, states
+    samples = Client(lab, 4).result()
+    assert holders(lab) == ["lb-2"]
+    assert {(s[2], s[3]) for s in samples} == {(200, "lb-2")}
+
+
 def test_bad_floating_address_settings_are_refused_before_any_change(pair_lab):
     lab = pair_lab
+    holding = holders(lab)
     cases = [
         (["-e", "nginx_lb_vip=10.0.0.300"], "nginx_lb_vip must be an IPv4 address"),
         (["-e", "nginx_lb_keepalived_auth_pass=''"], "need a VRRP password"),
@@ -264,4 +294,4 @@ def test_bad_floating_address_settings_are_refused_before_any_change(pair_lab):
         assert message in out, (extra, out[-3000:])
         assert "toolongpassword" not in out.replace("nginx_lb_keepalived_auth_pass=toolongpassword", "")
     assert lab.exec("lb-1", "md5sum", "/etc/keepalived/keepalived.conf") == before
-    assert holders(lab) == ["lb-1"]
+    assert holders(lab) == holding
