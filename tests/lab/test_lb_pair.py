@@ -2,7 +2,7 @@
 lab network: the address moves when nginx stops on the master, stays where it is when nginx comes back
 (nopreempt), moves again when keepalived stops on the new master, and when the master is cut off the network.
 
-    .venv/bin/pytest -q -s tests/lab/test_lb_pair.py        # about 8-10 minutes on 2 cores
+    .venv/bin/pytest -q -s tests/lab/test_lb_pair.py        # about 9-10 min on 2 cores (16 beside make test)
 
 The session brings up its own lab from inventories/lab-lbpair (prefix ci-lbp-, loopback ports 46280 / 46643):
 one swarm manager, one worker, lb-1 and lb-2, and client-1, a bare lab host that sends the load
