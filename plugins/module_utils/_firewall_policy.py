@@ -8,8 +8,9 @@ Used by the filter plugin greenflow.platform.firewall_ruleset (roles/firewall) a
 Python 3.6+ standard library only.
 
 The policy is a list of rules. A rule:
-    {'name': str, 'targets': [hosts it is applied on], 'protocol': 'tcp' | 'udp',
+    {'name': str, 'targets': [hosts it is applied on], 'protocol': 'tcp' | 'udp' | 'vrrp',
      'ports': [int], 'sources': None (anywhere) | [CIDR strings], 'published': bool}
+A 'vrrp' rule (IP protocol 112, keepalived's floating address between the load balancers) has no ports.
 `published` rules guard ports that Docker publishes (DNAT to a container): they are enforced in a
 prerouting chain, before Docker's NAT, instead of the input chain (see docs/firewall.md).
 """
@@ -22,6 +23,8 @@ import re
 __metaclass__ = type
 
 PROTOCOLS = ('tcp', 'udp')
+# IP protocols without ports, by the name a rule gives them and their number (nft matches the number)
+PORTLESS = {'vrrp': 112}
 TABLE_RE = re.compile(r'^[A-Za-z][A-Za-z0-9_]{0,31}$')
 # A comment is quoted into the rule set: keep it to characters nft reads back as they are.
 COMMENT_RE = re.compile(r'[^A-Za-z0-9 _.,:/()+=-]')
@@ -47,6 +50,8 @@ DEFAULT_SETTINGS = {
     'backup_ports': [],
     'db_backup_ports': [],
     'extra_rules': [],
+    # the load balancers run keepalived (nginx_lb_vip set): VRRP between them
+    'lb_vrrp': False,
 }
 
 
@@ -136,8 +141,8 @@ def build_policy(groups, addresses, settings=None):
     rules = []
 
     def add(name, targets, protocol, ports, sources, published=False):
-        ports = _ports(ports, name)
-        if not targets or not ports:
+        ports = [] if protocol in PORTLESS else _ports(ports, name)
+        if not targets or not (ports or protocol in PORTLESS):
             return
         if sources is not None:
             sources = _unique(sources)
@@ -148,6 +153,9 @@ def build_policy(groups, addresses, settings=None):
 
     add('ssh from the admin networks', every_host, 'tcp', conf['ssh_port'], admin)
     add('http and https from anywhere', lbs, 'tcp', conf['lb_ports'], None)
+    if str(conf['lb_vrrp']).strip().lower() in ('true', 'yes', 'on', '1') and len(lbs) > 1:
+        # keepalived's adverts (unicast to each peer, or multicast 224.0.0.18) between the load balancers
+        add('vrrp between the load balancers', lbs, 'vrrp', [], src(lbs))
     swarm_src = src(swarm)
     add('swarm management from swarm nodes', managers, 'tcp', conf['swarm_manager_port'], swarm_src)
     add('swarm gossip (tcp) between swarm nodes', swarm, 'tcp', conf['swarm_gossip_port'], swarm_src)
@@ -224,10 +232,13 @@ def rules_for(rules, host):
 
 
 def allows(rules, host, protocol, port, source_address):
-    """True when the policy lets `source_address` reach `port`/`protocol` on `host`."""
+    """True when the policy lets `source_address` reach `port`/`protocol` on `host` (`port` is
+    ignored for a protocol without ports: vrrp)."""
     address = ipaddress.ip_address(str(source_address))
     for rule in rules_for(rules, host):
-        if rule['protocol'] != protocol or int(port) not in rule['ports']:
+        if rule['protocol'] != protocol:
+            continue
+        if protocol not in PORTLESS and int(port) not in rule['ports']:
             continue
         if rule['sources'] is None:
             return True
@@ -253,7 +264,10 @@ def _comment(text):
 
 def _rule_lines(rule, verdict):
     """nft statements of one rule (one per address family when it has sources)."""
-    match = '%s dport %s' % (rule['protocol'], _set(rule['ports']))
+    if rule['protocol'] in PORTLESS:
+        match = 'meta l4proto %d' % PORTLESS[rule['protocol']]
+    else:
+        match = '%s dport %s' % (rule['protocol'], _set(rule['ports']))
     comment = ' comment "%s"' % _comment(rule['name'])
     if rule['sources'] is None:
         return ['%s %s%s' % (match, verdict, comment)]

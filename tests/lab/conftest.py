@@ -26,8 +26,9 @@ BIN = os.path.dirname(sys.executable)
 
 
 class PrefixedLab:
-    def __init__(self, prefix, http_port, https_port, reused=False):
+    def __init__(self, prefix, http_port, https_port, reused=False, inventory="inventories/lab"):
         self.prefix = prefix
+        self.inventory = inventory
         self.reused = reused
         self.http_port = int(http_port)
         self.https_port = int(https_port)
@@ -45,7 +46,7 @@ class PrefixedLab:
 
     def playbook(self, playbook, *args, check=True, timeout=900):
         """Run a playbook against this lab; returns the CompletedProcess (with .seconds)."""
-        cmd = [os.path.join(BIN, "ansible-playbook"), "-i", "inventories/lab", playbook, *args]
+        cmd = [os.path.join(BIN, "ansible-playbook"), "-i", self.inventory, playbook, *args]
         started = time.monotonic()
         proc = subprocess.run(cmd, cwd=REPO_ROOT, env=self.env, capture_output=True, text=True,
                               timeout=timeout)
@@ -58,7 +59,7 @@ class PrefixedLab:
     def playbook_background(self, playbook, *args):
         """Start a playbook without waiting for it (see wait_background). It runs in a session of
         its own, so that a test can kill it with all its workers: os.killpg(proc.pid, SIGKILL)."""
-        cmd = [os.path.join(BIN, "ansible-playbook"), "-i", "inventories/lab", playbook, *args]
+        cmd = [os.path.join(BIN, "ansible-playbook"), "-i", self.inventory, playbook, *args]
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=self.env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
         proc.cmd = cmd
@@ -95,12 +96,16 @@ class PrefixedLab:
 def prefixed_lab(request):
     """Factory: prefixed_lab(prefix, (http_port, https_port)) brings that lab up once per session
     and tears it down at the end of the session (even when tests fail); with GREENFLOW_LAB_REUSE=1
-    it hands out the provisioned lab of the environment instead (lab.reused is then True)."""
+    it hands out the provisioned lab of the environment instead (lab.reused is then True).
+    inventory="inventories/lab-lbpair": a lab of another inventory (never reused: always its own)."""
     labs = {}
 
-    def make(prefix, ports):
+    def make(prefix, ports, inventory="inventories/lab"):
         if prefix not in labs:
-            lab = PrefixedLab(*lab_address(prefix, ports))
+            if inventory == "inventories/lab":
+                lab = PrefixedLab(*lab_address(prefix, ports))
+            else:
+                lab = PrefixedLab(prefix, ports[0], ports[1], inventory=inventory)
             request.addfinalizer(lab.down)
             labs[prefix] = lab
             try:

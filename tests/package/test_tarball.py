@@ -17,7 +17,8 @@ SHIPPED_TOP = ["meta", "plugins", "roles", "playbooks", "docs", "changelogs",
                "inventories/production", "inventories/staging", "README.md", "CHANGELOG.md", "CONTRIBUTING.md",
                "LICENSE"]
 GENERATED = {"MANIFEST.json", "FILES.json"}  # written by ansible-galaxy build
-NEVER = ("lab/", "tests/", "molecule/", "bench/", "scripts/", "inventories/lab/", "collections/")
+NEVER = ("lab/", "tests/", "molecule/", "bench/", "scripts/", "inventories/lab/", "inventories/lab-lbpair/",
+         "collections/")
 
 
 def git_files(paths):

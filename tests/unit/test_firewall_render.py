@@ -74,6 +74,22 @@ def test_lab_rule_set_passes_nft_check(host, tmp_path):
     assert result.returncode == 0, "%s\n%s" % (result.stderr, text)
 
 
+def test_a_load_balancer_pair_rule_set_with_vrrp_passes_nft_check(tmp_path):
+    """Two load balancers with the floating address on (inventories/lab-lbpair): the VRRP rule is valid nft."""
+    groups = dict(GROUPS, lb=["lb-1", "lb-2"], all=GROUPS["all"] + ["lb-2"])
+    addresses = dict(ADDRESSES, **{"lb-2": "172.30.0.99"})
+    text = firewall_ruleset("lb-2", groups, addresses, dict(SETTINGS, lb_vrrp=True))
+    assert "meta l4proto 112 accept" in text
+    if NFT is None:
+        pytest.skip("nft is not installed (apt-get install nftables): rendered, not checked")
+    path = tmp_path / "lb-2.nft"
+    path.write_text(text)
+    result = subprocess.run([NFT, "-c", "-f", str(path)], capture_output=True, text=True, timeout=60, check=False)
+    if result.returncode != 0 and "Operation not permitted" in result.stderr:
+        pytest.skip("nft -c needs CAP_NET_ADMIN here: rendered, not checked")
+    assert result.returncode == 0, "%s\n%s" % (result.stderr, text)
+
+
 def test_lab_workers_guard_the_published_ports_and_the_lb_does_not():
     worker = firewall_ruleset("swarm-worker-1", GROUPS, ADDRESSES, SETTINGS)
     assert "fib daddr type local tcp dport { 8001, 8002 } jump published_guard" in worker

@@ -192,6 +192,41 @@ def test_bad_extra_rules_are_refused(extra, message):
         policy(extra_rules=[extra])
 
 
+def pair_policy(**changes):
+    """The same inventory with a second load balancer (lb-2) and the floating address on."""
+    groups = dict(GROUPS, lb=["lb-1", "lb-2"], all=GROUPS["all"] + ["lb-2"])
+    addresses = dict(ADDR, **{"lb-2": "10.0.0.9"})
+    settings = dict(SETTINGS, lb_vrrp=True)
+    settings.update(changes)
+    rules, missing = fp.build_policy(groups, addresses, settings)
+    assert missing == []
+    return rules
+
+
+def test_vrrp_between_the_load_balancers_only_when_the_floating_address_is_on():
+    rules = pair_policy()
+    assert fp.allows(rules, "lb-1", "vrrp", None, "10.0.0.9")
+    assert fp.allows(rules, "lb-2", "vrrp", None, "10.0.0.4")
+    assert fp.allows(rules, "lb-2", "vrrp", None, "fd00::4")
+    assert not fp.allows(rules, "lb-1", "vrrp", None, OUTSIDER)
+    assert not fp.allows(rules, "lb-1", "vrrp", None, addr("app-1"))
+    assert not fp.allows(rules, "app-1", "vrrp", None, "10.0.0.4")
+    assert not fp.allows(rules, "lb-1", "tcp", 112, "10.0.0.9")
+    # off: no rule; the string the role's template may hand over counts like the bool
+    assert not fp.allows(pair_policy(lb_vrrp=False), "lb-1", "vrrp", None, "10.0.0.9")
+    assert not fp.allows(pair_policy(lb_vrrp="False"), "lb-1", "vrrp", None, "10.0.0.9")
+    assert fp.allows(pair_policy(lb_vrrp="True"), "lb-1", "vrrp", None, "10.0.0.9")
+    # a single load balancer has no peer to hear
+    assert not [r for r in policy(lb_vrrp=True) if r["protocol"] == "vrrp"]
+
+
+def test_render_of_vrrp_matches_the_ip_protocol_not_a_port():
+    text = fp.render_nft(fp.rules_for(pair_policy(), "lb-1"))
+    assert 'ip saddr { 10.0.0.4/32, 10.0.0.9/32 } meta l4proto 112 accept comment "vrrp between the load balancers"' in text
+    assert 'ip6 saddr fd00::4/128 meta l4proto 112 accept' in text
+    assert "dport" not in [line for line in text.splitlines() if "vrrp" in line][0]
+
+
 # ----------------------------------------------------------------- rendering
 
 
