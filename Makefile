@@ -26,7 +26,7 @@ DEBIAN_PACKAGES := docker.io debootstrap nginx-light libnginx-mod-http-lua lua-r
                    rsync curl openssl shellcheck nftables prometheus prometheus-alertmanager mtail
 
 .PHONY: help demo test venv debian-packages docker lab-up lab-down lab-status lab-image \
-        test-unit test-integration test-lab test-data test-release test-firewall test-monitoring test-shared-lab test-package lint sanity \
+        test-unit test-integration test-lab test-lb-pair test-data test-release test-firewall test-monitoring test-shared-lab test-package lint sanity \
         molecule clean
 
 help:
@@ -98,6 +98,11 @@ lint: venv
 test-lab: venv docker
 	pytest -q tests/lab/test_lab_lifecycle.py
 
+# The load balancers' floating address (keepalived) on a lab of its own: two load balancers and a client in the
+# lab network; the address moves when nginx, keepalived or the network of the master go (tests/lab/test_lb_pair.py).
+test-lb-pair: venv docker
+	nice -n 10 pytest -q -s -p no:cacheprovider --durations=12 tests/lab/test_lb_pair.py
+
 # Backups, point-in-time restore, verification, retention and failover on a prefixed lab of its own.
 test-data: venv docker
 	pytest -q -s tests/lab/test_data.py
@@ -127,13 +132,13 @@ test-shared-lab: venv docker
 # one after another: unit tests and lint, the integration tests (mostly waiting, on real nginx on
 # 127.0.0.1), sanity, the package tests and last the lab's own life cycle (it needs no other test
 # container to come or go while it runs: the integration tests' containers are gone by then, and the
-# shared lab only makes its firewall test's container much later). Lines are prefixed with [checks]
+# shared lab only makes its firewall test's container much later), then the load balancer pair's lab (niced). Lines are prefixed with [checks]
 # and [shared-lab] (scripts/side-by-side.sh); -k: one failing step does not hide the others' results.
 # First of all the venv is installed while the Debian packages, the Docker engine and the lab image are set up.
 test:
 	scripts/side-by-side.sh venv "$(MAKE) --no-print-directory venv" \
 	  lab-image "$(MAKE) --no-print-directory lab-image"
-	scripts/side-by-side.sh checks "$(MAKE) --no-print-directory -k test-unit lint test-integration sanity test-package test-lab" \
+	scripts/side-by-side.sh checks "$(MAKE) --no-print-directory -k test-unit lint test-integration sanity test-package test-lab test-lb-pair" \
 	  shared-lab "$(MAKE) --no-print-directory test-shared-lab"
 
 clean: lab-down

@@ -15,7 +15,9 @@ if [ -d /run/systemd/system ] && systemctl start docker 2>/dev/null; then
   :
 else
   echo "Starting dockerd in the background (log: /var/log/greenflow-dockerd.log)"
-  nohup dockerd >/var/log/greenflow-dockerd.log 2>&1 &
+  # in a session of its own: a signal to the caller's process group (a job stopped with kill -- -PGID, say)
+  # must not take the engine and every lab container with it
+  setsid -f dockerd >/var/log/greenflow-dockerd.log 2>&1 </dev/null
 fi
 for _ in $(seq 1 60); do
   docker info >/dev/null 2>&1 && exit 0
