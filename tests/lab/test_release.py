@@ -372,7 +372,7 @@ def test_lost_controller_the_lb_watchdog_puts_traffic_back(release_lab, sig, at_
     # live: 1 on blue. A deploy of 2 loses its controller (Ctrl-C, or killed with all its workers) at a
     # step: nobody runs rollback.yml; the load balancer's watchdog acts once the lease (10 s) runs out.
     with LoadGen(lab.url("/version"), rate=60, threads=4, max_requests=60 * 300, max_seconds=300) as load:
-        deploy = lab.playbook_background("playbooks/deploy.yml", "-e", "release_version=2",
+        deploy = lab.playbook_background("playbooks/deploy.yml", "-e", "release_version=2", "-e", "cutover_lease_ttl=10",
                                          "-e", "cutover_step_seconds=20", "-e", "cutover_min_requests=5")
         deadline = time.monotonic() + 240
         while nginx_shares(lab).get("green", 0) != at_share:
