@@ -8,6 +8,12 @@ with greenflow.platform.nginx_upstream, then watches the step's window of the ac
 greenflow.platform.traffic_window (both through _execute_module, so on the load balancer), which
 also probes the new colour's health URLs from the load balancer, every poll_seconds. The documentation
 is in plugins/modules/release_cutover.py; the decisions in module_utils/_cutover_gates.py.
+
+With ``peers`` (the other load balancers of the group) every switch, log read and lease runs on each of
+them too, through a connection of their own (plugin_utils/_peer_hosts.py): a step is set on all of them
+or put back on all of them, and the gates judge the windows of all their logs added up
+(_traffic_stats.merge_windows). The task's host keeps the release record and the lock; each peer holds a
+copy of the lease that its own watchdog guards.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -26,8 +32,9 @@ from ansible_collections.greenflow.platform.plugins.module_utils import _cutover
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_lease as lease_mod
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_model as model
 from ansible_collections.greenflow.platform.plugins.module_utils._traffic_stats import (
-    candidate_view,
+    candidate_view, merge_windows,
 )
+from ansible_collections.greenflow.platform.plugins.plugin_utils._peer_hosts import PeerError, PeerHosts
 
 display = Display()
 
@@ -70,6 +77,8 @@ ARGUMENT_SPEC = dict(
     record_entry=dict(type="int"),
     record_path=dict(type="path"),
     lease_ttl=dict(type="float", default=10.0),
+    # the other load balancers of the group, switched together with the task's host
+    peers=dict(type="list", elements="str", default=[]),
     validate_only=dict(type="bool", default=False),
     # the new colour's CPU and memory (the resource lines): node exporter pages of its nodes
     resource_urls=dict(type="list", elements="str", default=[]),
@@ -87,6 +96,10 @@ class ControllerGone(Exception):
 
 class LeaseLost(Exception):
     """The cutover's lease on the load balancer ran out: the watchdog there put traffic back."""
+
+    def __init__(self, msg, host=None):
+        super(LeaseLost, self).__init__(msg)
+        self.host = host
 
 
 def _now_iso(epoch=None):
@@ -160,6 +173,9 @@ def check_options(args):
         for url in args.get(key) or []:
             if not (url.startswith("http://") or url.startswith("https://")):
                 problems.append("%s must be http:// or https:// URLs, got %r" % (key, url))
+    peers = args.get("peers") or []
+    if len(set(peers)) != len(peers) or any(not p for p in peers):
+        problems.append("peers must name each other load balancer once, got %r" % (peers,))
     if not args.get("resource_timeout", 2.0) > 0:
         problems.append("resource_timeout must be > 0, got %r" % args.get("resource_timeout"))
     pools = args.get("pools")
@@ -197,7 +213,8 @@ class ActionModule(ActionBase):
         # who holds the cutover's lease on the load balancer (one ansible-playbook run on one controller)
         self._holder = "%s:%d" % (socket.gethostname(), self._controller_pid)
         self._lease_renewed = 0.0
-        self._lease_expires = None  # the lease's expiry (LB clock): forward switches are refused after it
+        self._lease_expires = {}  # per load balancer, its lease's expiry (its clock): forward switches are refused after it
+        self._lease_entry = None  # the primary's entry as its lease call returned it: what the peers copy
         self._supports_check_mode = True
         self._supports_async = False
         result = super(ActionModule, self).run(tmp, task_vars)
@@ -215,6 +232,11 @@ class ActionModule(ActionBase):
         self._samples_seen = {}
         self._resource_warned = set()
         self._task_vars = task_vars
+        # the load balancers switched together: the task's host (the record's) first, then the peers
+        self._me = task_vars.get("inventory_hostname") or "the load balancer"
+        self._peers = [p for p in args["peers"] if p != self._me]
+        self._hosts = [self._me] + self._peers
+        self._peer_hosts = PeerHosts(self, task_vars)
         if args["validate_only"]:
             result.update(changed=False, plan=self._plan_steps(steps), gates=gates,
                           msg="release_cutover: the options are valid (%d steps); nothing was read or moved"
@@ -226,16 +248,19 @@ class ActionModule(ActionBase):
             else:
                 result.update(self._cutover(steps))
         finally:
+            self._peer_hosts.close()
             self._remove_tmp_path(self._connection._shell.tmpdir)
         return result
 
     # -- helpers ----------------------------------------------------------------------------
-    def _nginx_args(self, shares=None, deadline=False):
-        """nginx_upstream's arguments; ``deadline``: a forward step, refused once the lease ran out."""
+    def _nginx_args(self, shares=None, deadline=False, host=None):
+        """nginx_upstream's arguments; ``deadline``: a forward step, refused once the lease ran out (the
+        lease of ``host``, by default the task's)."""
         a = self._args
         out = {"app": a["app"]}
-        if deadline and self._lease_expires is not None:
-            out["not_after"] = self._lease_expires
+        expires = self._lease_expires.get(host or self._me)
+        if deadline and expires is not None:
+            out["not_after"] = expires
         for key in NGINX_PASS_THROUGH:
             if a.get(key) is not None:
                 out[key] = a[key]
@@ -311,33 +336,71 @@ class ActionModule(ActionBase):
                 % (a["to_color"], self._gates["abort_cpu_percent"], self._gates["abort_memory_percent"],
                    "; ".join(problems)))
 
-    def _run(self, module, module_args):
-        res = self._execute_module(module_name=module, module_args=module_args,
-                                   task_vars=self._task_vars)
-        return res
+    def _run(self, module, module_args, host=None):
+        """One module run on ``host`` (a load balancer of the group; by default the task's). A peer that
+        cannot be reached is a failed result, like a module that failed there."""
+        if host is None or host == self._me:
+            return self._execute_module(module_name=module, module_args=module_args, task_vars=self._task_vars)
+        try:
+            with self._peer_hosts.on(host):
+                return self._execute_module(module_name=module, module_args=module_args, task_vars=self._task_vars)
+        except (PeerError, AnsibleActionFail) as exc:
+            return {"failed": True, "msg": "%s: %s" % (host, exc)}
+
+    def _on_all(self, module, args_of):
+        """``module`` on every load balancer (``args_of(host)`` its arguments), the task's host first.
+        Returns [(host, result)]."""
+        return [(host, self._run(module, args_of(host), host)) for host in self._hosts]
 
     # -- the lease on the load balancer (record_entry given) ----------------------------------------
-    def _lease(self, action):
-        """lease / renew / release on the release record; raises LeaseLost or AnsibleActionFail."""
+    def _lease(self, action, hosts=None):
+        """lease / renew / release on the release record of the task's host, then on the copies of the
+        peers (``hosts``: only these); raises LeaseLost or AnsibleActionFail at the first that fails."""
         a = self._args
         if a.get("record_entry") is None:
             return
-        args = {"app": a["app"], "action": action, "id": a["record_entry"], "holder": self._holder}
-        if a.get("record_path"):
-            args["path"] = a["record_path"]
-        if action == "lease":
-            args["lease_ttl"] = a["lease_ttl"]
-            args["lease_nginx"] = dict((k, a[k]) for k in LEASE_NGINX if a.get(k) is not None)
-        res = self._run(RECORD_MODULE, args)
-        if res.get("failed"):
-            if res.get("lease_lost"):
-                raise LeaseLost(res.get("msg"))
-            raise AnsibleActionFail("release_cutover: %s of the lease on entry %s failed%s: %s"
-                                    % (action, a["record_entry"],
-                                       " (no traffic was moved)" if action == "lease" else "", res.get("msg")))
-        self._lease_renewed = time.monotonic()
-        lease = (res.get("entry") or {}).get("lease") or {}
-        self._lease_expires = lease.get("expires_epoch") if action in ("lease", "renew") else None
+        for host in hosts or self._hosts:
+            args = {"app": a["app"], "action": action, "id": a["record_entry"], "holder": self._holder}
+            if host != self._me:
+                args["path"] = model.peer_record_path(a["app"], a.get("record_path"))
+                if action == "lease":
+                    args.update(mirror=self._lease_entry, mirror_of=self._me)
+            elif a.get("record_path"):
+                args["path"] = a["record_path"]
+            if action == "lease":
+                args["lease_ttl"] = a["lease_ttl"]
+                args["lease_nginx"] = dict((k, a[k]) for k in LEASE_NGINX if a.get(k) is not None)
+            res = self._run(RECORD_MODULE, args, host)
+            where = "" if host == self._me else " (the copy on %s)" % host
+            if res.get("failed"):
+                if res.get("lease_lost"):
+                    raise LeaseLost("%s%s" % (res.get("msg"), where), host)
+                raise AnsibleActionFail("release_cutover: %s of the lease on entry %s%s failed%s: %s"
+                                        % (action, a["record_entry"], where,
+                                           " (no traffic was moved)" if action == "lease" else "", res.get("msg")))
+            if host == self._me:
+                self._lease_renewed = time.monotonic()
+                if action == "lease":
+                    self._lease_entry = res.get("entry")
+            lease = (res.get("entry") or {}).get("lease") or {}
+            self._lease_expires[host] = lease.get("expires_epoch") if action in ("lease", "renew") else None
+
+    def _take_leases(self):
+        """The lease on every load balancer before the first switch; when a peer refuses, the leases taken
+        are given back and nothing moves."""
+        taken = []
+        for host in self._hosts:
+            try:
+                self._lease("lease", [host])
+                taken.append(host)
+            except (LeaseLost, AnsibleActionFail) as exc:
+                for done in taken:
+                    try:
+                        self._lease("release", [done])
+                    except (LeaseLost, AnsibleActionFail):
+                        pass
+                raise AnsibleActionFail("release_cutover %s: cannot take the lease on %s (no traffic was moved): %s"
+                                        % (self._args["app"], host, exc))
 
     def _renew_lease(self, now=False):
         """Renew when a third of the ttl has gone by (``now``: at once, e.g. right before a switch)."""
@@ -348,11 +411,30 @@ class ActionModule(ActionBase):
 
     def _release_lease(self):
         """The cutover ended by itself: nothing for the watchdog to guard (a failure only warns: the
-        playbook closes the entry next, and the watchdog never acts on a closed entry)."""
-        try:
-            self._lease("release")
-        except (LeaseLost, AnsibleActionFail) as exc:
-            display.warning("release_cutover %s: %s" % (self._args["app"], exc))
+        playbook closes the entry next, and the watchdog never acts on a closed entry). Every load balancer
+        is tried."""
+        for host in self._hosts:
+            try:
+                self._lease("release", [host])
+            except (LeaseLost, AnsibleActionFail) as exc:
+                display.warning("release_cutover %s: %s" % (self._args["app"], exc))
+
+    def _after_lost_lease(self, exc):
+        """A lease ran out (a watchdog took over). With peers, one watchdog may have acted before the
+        others: every load balancer is put back at once, and the leases still held are given back."""
+        if not self._peers:
+            return ""
+        bad = [(host, res.get("msg")) for host, res in self._on_all(
+            UPSTREAM_MODULE, lambda host: self._nginx_args(self._shares(0))) if res.get("failed")]
+        for host in self._hosts:
+            if host != exc.host:
+                try:
+                    self._lease("release", [host])
+                except (LeaseLost, AnsibleActionFail):
+                    pass
+        if bad:
+            return "; putting every load balancer back FAILED on %s" % ", ".join("%s (%s)" % b for b in bad)
+        return "; every load balancer (%s) put back on %s" % (", ".join(self._hosts), self._args["from_color"])
 
     def _check_controller(self):
         if os.getppid() != self._controller_pid:
@@ -448,6 +530,10 @@ class ActionModule(ActionBase):
         if mark.get("failed"):
             raise AnsibleActionFail("release_cutover: cannot read the access log %s (nothing was "
                                     "changed): %s" % (a["log_path"], mark.get("msg")))
+        positions = {self._me: mark.get("position")}
+        # the other load balancers carry the same split as this one (all on from_color), and their logs are read
+        if self._peers:
+            positions.update(self._check_peers())
         health = mark.get("health") or []
         bad = [h for h in health if not h["ok"]]
         preflight = {"event": "preflight", "time": _now_iso(), "health": health}
@@ -469,11 +555,10 @@ class ActionModule(ActionBase):
                 return out
 
         # from here on traffic moves: the load balancer's watchdog puts it back if this run is lost
-        try:
-            self._lease("lease")
-        except LeaseLost as exc:
-            raise AnsibleActionFail("release_cutover %s: cannot take the lease (no traffic was moved): %s"
-                                    % (a["app"], exc))
+        self._take_leases()
+        if self._peers:
+            display.display("release_cutover %s: %d load balancers switched together: %s (the record and the lock on %s)"
+                            % (a["app"], len(self._hosts), ", ".join(self._hosts), self._me))
         display.display("release_cutover %s: %s -> %s, steps %s, dwell %s%s%s"
                         % (a["app"], from_c, to_c, steps,
                            ("%gs each" % self._dwells[0]) if len(set(self._dwells)) == 1
@@ -484,7 +569,7 @@ class ActionModule(ActionBase):
         # Each window starts where the previous read stopped (before the new shares are set):
         # no request of the step is missed; the few of the previous split it may include are
         # attributed to the pool that really answered them.
-        position = mark.get("position")
+        position = positions
         for index, pct in enumerate(steps, 1):
             step = {"event": "step", "step": index, "steps": len(steps), "share": pct,
                     "shares": self._shares(pct), "position": position,
@@ -497,7 +582,8 @@ class ActionModule(ActionBase):
                 # the watchdog on the load balancer took over (this run was cut off longer than the
                 # lease): it put traffic back and closed the entry; nothing more to do here
                 out.update(failed=True, changed=True, reverted=True, shares=self._shares(0),
-                           msg="release_cutover %s: lost the lease at step %d: %s" % (a["app"], index, exc))
+                           msg="release_cutover %s: lost the lease at step %d: %s%s"
+                           % (a["app"], index, exc, self._after_lost_lease(exc)))
                 display.error(out["msg"])
                 return out
             except ControllerGone:
@@ -522,7 +608,8 @@ class ActionModule(ActionBase):
                 verdict = self._watch(watch, attribution, thresholds)
             except LeaseLost as exc:
                 out.update(failed=True, changed=True, reverted=True, shares=self._shares(0),
-                           msg="release_cutover %s: lost the lease during the watch: %s" % (a["app"], exc))
+                           msg="release_cutover %s: lost the lease during the watch: %s%s"
+                           % (a["app"], exc, self._after_lost_lease(exc)))
                 display.error(out["msg"])
                 return out
             except ControllerGone:
@@ -549,34 +636,28 @@ class ActionModule(ActionBase):
     def _run_step(self, step, attribution, thresholds):
         a = self._args
         gates = self._gates
-        if step.get("position") is None:  # the log did not exist yet at the last read
-            mark = self._run(WINDOW_MODULE, {"log_path": a["log_path"], "from_end": True})
-            if mark.get("failed"):
-                raise AnsibleActionFail("cannot read the access log %s: %s"
-                                        % (a["log_path"], mark.get("msg")))
-            step["position"] = mark.get("position")
+        step["position"] = self._fill_positions(step.get("position"))
         self._check_controller()
         self._renew_lease(now=True)
-        set_res = self._run(UPSTREAM_MODULE, self._nginx_args(step["shares"], deadline=True))
+        # the step on every load balancer; the first one that cannot carry it stops the step (an error: the
+        # caller puts every load balancer back)
+        set_results = []
+        for host in self._hosts:
+            set_res = self._run(UPSTREAM_MODULE, self._nginx_args(step["shares"], deadline=True, host=host), host)
+            set_results.append(set_res)
+            problem = self._set_problem(set_res, step["shares"])
+            if problem:
+                break
         t0 = time.monotonic()
         step["started_epoch"] = round(time.time(), 3)
         step["started"] = _now_iso(step["started_epoch"])
-        if set_res.get("failed"):
+        if problem:
             step["verdict"] = "error"
-            step["reasons"] = ["nginx_upstream failed: %s" % set_res.get("msg")]
+            step["reasons"] = ["%s%s" % ("%s: " % host if self._peers else "", problem)]
             step["ended"] = _now_iso()
             return "error"
-        got = set_res.get("shares")
-        if isinstance(got, dict):
-            got = dict((c, int(got.get(c) or 0)) for c in step["shares"])
-            if got != step["shares"]:
-                step["verdict"] = "error"
-                step["reasons"] = ["nginx_upstream reports shares %r, expected %r"
-                                   % (got, step["shares"])]
-                step["ended"] = _now_iso()
-                return "error"
-        step["set_changed"] = bool(set_res.get("changed"))
-        step["reloaded"] = bool(set_res.get("reloaded"))
+        step["set_changed"] = any(r.get("changed") for r in set_results)
+        step["reloaded"] = any(r.get("reloaded") for r in set_results)
         dwell_end = t0 + step["dwell_seconds"]
         wait_end = dwell_end + a["max_wait_seconds"]
         polls = []
@@ -647,11 +728,7 @@ class ActionModule(ActionBase):
         the end judges the whole watch on the pass lines (gates_mod.evaluate_watch)."""
         a = self._args
         gates = self._gates
-        if watch.get("position") is None:
-            mark = self._run(WINDOW_MODULE, {"log_path": a["log_path"], "from_end": True})
-            if mark.get("failed"):
-                raise AnsibleActionFail("cannot read the access log %s: %s" % (a["log_path"], mark.get("msg")))
-            watch["position"] = mark.get("position")
+        watch["position"] = self._fill_positions(watch.get("position"))
         first = watch["position"]
         t0 = time.monotonic()
         watch["started_epoch"] = round(time.time(), 3)
@@ -726,22 +803,91 @@ class ActionModule(ActionBase):
                 _ms(watch.get("p95_ms")), watch.get("verdict"), watch.get("seconds") or 0.0,
                 (": " + "; ".join(watch["reasons"])) if watch.get("reasons") else ""))
 
-    def _read_window(self, position, attribution, thresholds, probe=True):
-        """traffic_window on the load balancer from ``position`` (with the health probes unless ``probe`` is
-        false). Returns (window, health, view, abort): ``abort`` is the decision when the log cannot be read
-        (else None), ``view`` the new colour's numbers."""
+    def _read_window(self, positions, attribution, thresholds, probe=True):
+        """traffic_window on every load balancer, each from its position in ``positions`` (the task's host with
+        the health probes unless ``probe`` is false). Returns (window, health, view, abort): ``abort`` is the
+        decision when a log cannot be read (else None), ``view`` the new colour's numbers. With peers the window
+        is all their windows added up; its ``position`` is again one per load balancer."""
         a = self._args
-        args = dict(self._probe_args() if probe else {}, log_path=a["log_path"], pools=attribution,
-                    position=position, latency_thresholds_ms=thresholds)
-        if a.get("log_match"):
-            args["match"] = a["log_match"]
-        window = self._run(WINDOW_MODULE, args)
-        if window.get("failed"):
-            return window, [], {}, {"verdict": gates_mod.ABORT, "breaches": [
-                {"metric": "traffic_window", "value": window.get("msg"), "op": "failed", "threshold": a["log_path"]}],
-                "reasons": ["cannot read the access log: %s" % window.get("msg")]}
+        windows = []
+        for host in self._hosts:
+            args = dict(self._probe_args() if probe and host == self._me else {}, log_path=a["log_path"],
+                        pools=attribution, position=positions.get(host), latency_thresholds_ms=thresholds)
+            if self._peers:
+                args["latency_histogram"] = True
+            if a.get("log_match"):
+                args["match"] = a["log_match"]
+            window = self._run(WINDOW_MODULE, args, host)
+            if window.get("failed"):
+                where = "%s: " % host if self._peers else ""
+                return window, [], {}, {"verdict": gates_mod.ABORT, "breaches": [
+                    {"metric": "traffic_window", "value": window.get("msg"), "op": "failed", "threshold": a["log_path"]}],
+                    "reasons": ["cannot read the access log: %s%s" % (where, window.get("msg"))]}
+            windows.append(window)
+        first = windows[0]
+        window = merge_windows(windows, thresholds) if self._peers else dict(first)
+        for key in ("health", "resources"):
+            if key in first:
+                window[key] = first[key]
+        window["position"] = dict((host, w.get("position")) for host, w in zip(self._hosts, windows))
         view = candidate_view(window, a["to_color"], a["count_unattributed_5xx"], thresholds)
         return window, window.get("health") or [], view, None
+
+    def _fill_positions(self, positions):
+        """Positions for every load balancer: those whose log did not exist at the last read start at its end now."""
+        positions = dict(positions or {})
+        for host in self._hosts:
+            if positions.get(host) is None:
+                mark = self._run(WINDOW_MODULE, {"log_path": self._args["log_path"], "from_end": True}, host)
+                if mark.get("failed"):
+                    raise AnsibleActionFail("cannot read the access log %s%s: %s" % (
+                        self._args["log_path"], " on %s" % host if self._peers else "", mark.get("msg")))
+                positions[host] = mark.get("position")
+        return positions
+
+    @staticmethod
+    def _set_problem(set_res, shares):
+        """Why a load balancer does not carry the step (None when it does)."""
+        if set_res.get("failed"):
+            return "nginx_upstream failed: %s" % set_res.get("msg")
+        got = set_res.get("shares")
+        if isinstance(got, dict):
+            got = dict((c, int(got.get(c) or 0)) for c in shares)
+            if got != shares:
+                return "nginx_upstream reports shares %r, expected %r" % (got, shares)
+        return None
+
+    def _check_peers(self):
+        """Before any traffic moves: every peer answers, has the app with all traffic on from_color (the same
+        split as this load balancer), and its access log is readable. Returns their log positions; raises
+        AnsibleActionFail (nothing changed) naming each peer that is not ready."""
+        a = self._args
+        problems, positions = [], {}
+        state_args = dict((k, a[k]) for k in ("conf_path", "nginx_bin", "nginx_conf", "nginx_prefix", "nginx_pid")
+                          if a.get(k) is not None)
+        state_args["app"] = a["app"]
+        for host in self._peers:
+            state = self._run(UPSTREAM_MODULE, state_args, host)
+            if state.get("failed"):
+                problems.append("%s: cannot read its split: %s" % (host, state.get("msg")))
+                continue
+            shares = dict((c, int(v or 0)) for c, v in (state.get("shares") or {}).items() if int(v or 0))
+            if shares != {a["from_color"]: 100}:
+                problems.append("%s sends %s, not all to %s like %s" % (
+                    host, ", ".join("%s %d %%" % kv for kv in sorted(shares.items())) or "nothing",
+                    a["from_color"], self._me))
+                continue
+            mark = self._run(WINDOW_MODULE, {"log_path": a["log_path"], "from_end": True}, host)
+            if mark.get("failed"):
+                problems.append("%s: cannot read the access log %s: %s" % (host, a["log_path"], mark.get("msg")))
+                continue
+            positions[host] = mark.get("position")
+        if problems:
+            raise AnsibleActionFail(
+                "release_cutover %s: the load balancers are not all ready to be switched together, no traffic was "
+                "moved: %s. All of them must carry the same split before a release (playbooks/rollback.yml puts "
+                "every one back on the live release)." % (a["app"], "; ".join(problems)))
+        return positions
 
     def _show(self, step):
         a = self._args
@@ -767,10 +913,15 @@ class ActionModule(ActionBase):
         from_c = a["from_color"]
         shares = self._shares(0)
         t = time.time()
-        res = self._run(UPSTREAM_MODULE, self._nginx_args(shares))
+        # every load balancer, also after one failed (each one put back is traffic back)
+        failed = [(host, res) for host, res in self._on_all(UPSTREAM_MODULE, lambda host: self._nginx_args(shares))
+                  if res.get("failed")]
+        res = {"msg": "; ".join("%s%s" % ("%s: " % host if self._peers else "", r.get("msg")) for host, r in failed)}
         revert = {"event": "revert", "time": _now_iso(t), "time_epoch": round(t, 3),
-                  "shares": shares, "ok": not res.get("failed"), "after": step.get("event"),
+                  "shares": shares, "ok": not failed, "after": step.get("event"),
                   "seconds": round(time.time() - t, 3)}
+        if self._peers:
+            revert["load_balancers"] = list(self._hosts)
         out["timeline"].append(revert)
         out["failed"] = True
         out["changed"] = True

@@ -120,6 +120,18 @@ def record_path(app, directory=RECORD_DIR):
     return "%s/%s.json" % (directory.rstrip("/"), check_app(app))
 
 
+# On the other load balancers of the group (the first one holds the record), the cutover's lease lives in a
+# copy of the entry in this subdirectory of the records' one; each load balancer's watchdog reads both.
+PEER_SUBDIR = "peers"
+
+
+def peer_record_path(app, primary_path=None):
+    """Where a second load balancer keeps its copy of the lease, beside (under) the primary's record path."""
+    path = primary_path or record_path(app)
+    directory, name = path.rsplit("/", 1) if "/" in path else (".", path)
+    return "%s/%s/%s" % (directory, PEER_SUBDIR, name)
+
+
 # ---------------------------------------------------------------- cutover gates
 
 # Every knob of the cutover with its type and default, once. The action plugin's argument spec is built

@@ -247,6 +247,25 @@ def _next_id(record):
     return max([entry["id"] for entry in record["releases"]] or [0]) + 1
 
 
+MIRRORED = ("id", "action", "version", "image", "color", "previous_color", "user", "started_at")
+
+
+def mirror(record, source, primary):
+    """On a second (third, ...) load balancer: a copy of the primary's in-progress entry ``source``, put in
+    this load balancer's lease record, where the cutover's lease on it lives and its watchdog finds it. The
+    primary's record (``primary`` names its host) stays the one place of truth; a copy holds only what
+    the watchdog and an operator reading it need. An older copy with the same id (a record started over)
+    is replaced. Returns the copy."""
+    if not isinstance(source, dict) or not isinstance(source.get("id"), int):
+        raise ReleaseRecordError("mirror needs the primary's entry with its integer id, got %r" % (source,))
+    if source.get("outcome") != "in_progress" or source.get("action") not in ACTIONS:
+        raise ReleaseRecordError("mirror: entry %s of the primary is not an entry in progress" % source["id"])
+    copy = dict((key, source.get(key)) for key in MIRRORED if source.get(key) is not None)
+    copy.update(outcome="in_progress", mirror_of=primary)
+    record["releases"] = [e for e in record["releases"] if e["id"] != copy["id"]] + [copy]
+    return copy
+
+
 def finish(record, entry_id, outcome, fields):
     """Close entry ``entry_id`` with ``outcome`` and extra fields; return it."""
     if outcome not in ("succeeded", "failed"):

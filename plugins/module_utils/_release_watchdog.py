@@ -28,9 +28,14 @@ import os
 
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_lease as lease_mod
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_metrics as metrics
+from ansible_collections.greenflow.platform.plugins.module_utils import _release_model as rr_model
 from ansible_collections.greenflow.platform.plugins.module_utils import _release_record as rr
 from ansible_collections.greenflow.platform.plugins.module_utils._atomic_file import (
     AtomicFileError, FileLock, atomic_write, lock_path_for, read_snapshot)
+
+
+# the lease copies on the second (third, ...) load balancer: a subdirectory of the records' one
+PEER_SUBDIR = rr_model.PEER_SUBDIR
 
 
 def record_files(directory):

@@ -110,7 +110,7 @@ class _Bucket:
         self.no_upstream = 0      # upstream_addr "-" (or absent): nginx answered by itself
         self.no_upstream_5xx = 0
 
-    def summary(self, thresholds_ms=()):
+    def summary(self, thresholds_ms=(), histogram=False):
         items = sorted(self.latency.items())
         total = sum(self.latency.values())
         out = {
@@ -128,7 +128,22 @@ class _Bucket:
         out["over_ms"] = dict(
             (threshold_key(t), sum(c for v, c in items if v >= float(t))) for t in thresholds_ms
         )
+        if histogram:
+            # [[ms, count], ...] ascending: what merge_windows needs for exact percentiles over several logs
+            out["latency_histogram"] = [[v, c] for v, c in items]
         return out
+
+    def add_summary(self, summary):
+        """Add a pool summary written with ``histogram`` (merge_windows)."""
+        self.requests += summary.get("requests") or 0
+        self.errors += summary.get("errors_5xx") or 0
+        self.retried += summary.get("retried") or 0
+        for key, count in (summary.get("statuses") or {}).items():
+            self.statuses[key] = self.statuses.get(key, 0) + (count or 0)
+        for value, count in summary.get("latency_histogram") or []:
+            self.latency[value] = self.latency.get(value, 0) + count
+        self.no_upstream += summary.get("no_upstream") or 0
+        self.no_upstream_5xx += summary.get("no_upstream_5xx") or 0
 
 
 def threshold_key(value):
@@ -467,13 +482,13 @@ class TrafficStats:
             self.malformed_samples.append({"line": raw[:200], "error": str(exc)[:120]})
 
     # -- results ----------------------------------------------------------------------------
-    def result(self, thresholds_ms=()):
+    def result(self, thresholds_ms=(), histogram=False):
         self._settle()
         return {
             "pools": dict(
-                (colour, bucket.summary(thresholds_ms)) for colour, bucket in self.buckets.items()
+                (colour, bucket.summary(thresholds_ms, histogram)) for colour, bucket in self.buckets.items()
             ),
-            "unattributed": dict(self.unattributed.summary(thresholds_ms),
+            "unattributed": dict(self.unattributed.summary(thresholds_ms, histogram),
                                  no_upstream=self.unattributed.no_upstream,
                                  no_upstream_5xx=self.unattributed.no_upstream_5xx),
             "lines": self.lines,
@@ -536,12 +551,13 @@ def _read_lines(path, offset, stats, max_lines, final):
 
 def read_window(log_path, pools=None, since=None, position=None, max_lines=None, host=None,
                 match=None,
-                thresholds_ms=(), from_end=False, rotated_suffix=ROTATED_SUFFIX):
+                thresholds_ms=(), from_end=False, rotated_suffix=ROTATED_SUFFIX, histogram=False):
     """Read a window of the access log and return statistics plus the position to go on from.
 
     ``position`` is a dict from a previous result (``inode``, ``offset``; ``dev`` optional).
     ``from_end`` skips all existing complete lines and returns only the position of the end (use it
-    to mark the start of a window). Missing log file: empty window, ``position`` None.
+    to mark the start of a window). Missing log file: empty window, ``position`` None. ``histogram``
+    adds each pool's latency histogram (``latency_histogram``), for merge_windows.
     """
     stats = TrafficStats(pools=pools, since=since, host=host, match=match)
     info = {"rotated": False, "rotation_gap": False, "truncated": False, "files": []}
@@ -592,24 +608,24 @@ def read_window(log_path, pools=None, since=None, position=None, max_lines=None,
                 if hit or live_gone:
                     info["truncated"] = True
                     new_position = {"inode": rst.st_ino, "dev": rst.st_dev, "offset": end}
-                    return _finish(stats, new_position, info, thresholds_ms)
+                    return _finish(stats, new_position, info, thresholds_ms, histogram)
     else:
         start_offset = 0
 
     if st is None:
         # No live log (yet): keep the saved position, it still names the file to go on from.
-        return _finish(stats, position, info, thresholds_ms)
+        return _finish(stats, position, info, thresholds_ms, histogram)
 
     if from_end:
         end = _end_of_complete_lines(log_path, st.st_size)
         new_position = dict(_file_id(st), offset=end)
-        return _finish(stats, new_position, info, thresholds_ms)
+        return _finish(stats, new_position, info, thresholds_ms, histogram)
 
     end, fed, hit = _read_lines(log_path, start_offset, stats, remaining, final=False)
     info["files"].append({"path": log_path, "from": start_offset, "to": end})
     info["truncated"] = hit
     new_position = dict(_file_id(st), offset=end)
-    return _finish(stats, new_position, info, thresholds_ms)
+    return _finish(stats, new_position, info, thresholds_ms, histogram)
 
 
 def _end_of_complete_lines(path, size):
@@ -630,10 +646,46 @@ def _end_of_complete_lines(path, size):
     return 0
 
 
-def _finish(stats, position, info, thresholds_ms):
-    out = stats.result(thresholds_ms)
+def _finish(stats, position, info, thresholds_ms, histogram=False):
+    out = stats.result(thresholds_ms, histogram)
     out["position"] = position
     out.update(info)
+    return out
+
+
+# -- several load balancers ------------------------------------------------------------------------
+
+MERGED_COUNTERS = ("lines", "malformed", "partial", "blank", "before_since", "unmatched")
+MERGED_SAMPLES = 5
+
+
+def merge_windows(windows, thresholds_ms=()):
+    """One window out of the windows of several access logs (one per load balancer), each read with
+    ``histogram``: the counters add up, and the percentiles are worked out again from the summed latency
+    histograms, so they are those of all the traffic (not an average of percentiles). ``position`` is
+    left out: each log has its own."""
+    pools = {}
+    unattributed = _Bucket()
+    out = dict((key, 0) for key in MERGED_COUNTERS)
+    samples, firsts, lasts = [], [], []
+    for window in windows:
+        for colour, summary in (window.get("pools") or {}).items():
+            pools.setdefault(colour, _Bucket()).add_summary(summary)
+        unattributed.add_summary(window.get("unattributed") or {})
+        for key in MERGED_COUNTERS:
+            out[key] += window.get(key) or 0
+        samples.extend(window.get("malformed_samples") or [])
+        if window.get("first_msec") is not None:
+            firsts.append(window["first_msec"])
+        if window.get("last_msec") is not None:
+            lasts.append(window["last_msec"])
+    out["malformed_samples"] = samples[:MERGED_SAMPLES]
+    out["pools"] = dict((colour, bucket.summary(thresholds_ms)) for colour, bucket in pools.items())
+    out["unattributed"] = dict(unattributed.summary(thresholds_ms), no_upstream=unattributed.no_upstream,
+                               no_upstream_5xx=unattributed.no_upstream_5xx)
+    out["first_msec"] = min(firsts) if firsts else None
+    out["last_msec"] = max(lasts) if lasts else None
+    out["windows"] = len(windows)
     return out
 
 

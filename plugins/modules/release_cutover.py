@@ -140,6 +140,26 @@ options:
         about this long (plus the watchdog's interval) after the controller was lost.
     type: float
     default: 10
+  peers:
+    description:
+      - The other load balancers of the group (inventory host names), switched together with the task's host.
+      - Before any traffic moves, each must carry the same split (all on O(from_color)) and have a readable access
+        log at O(log_path); else nothing moves.
+      - Every step is set on the task's host, then on each peer; a step counts only when every one carries it. If
+        one cannot (nginx refuses its config, the host does not answer), every load balancer is put back on
+        O(from_color) and the cutover fails, naming it.
+      - The gates judge the windows of all their access logs added up (the share, the error rate and the
+        percentiles of all the traffic). The health probes and the CPU and memory reads run from the task's host.
+      - The task's host keeps the release record and the lock (one place of truth, whichever load balancer holds
+        a floating address). With O(record_entry), each peer holds a copy of the lease in
+        C(/var/lib/greenflow/releases/peers/<app>.json), renewed with the task's, and its own release watchdog puts
+        its traffic back when the controller is lost.
+      - Each peer is reached with its own connection settings from the inventory (C(ansible_connection),
+        C(ansible_host), C(ansible_user), C(ansible_become), ...), as C(delegate_to) would; the other options
+        (paths, nginx) are the same on every load balancer.
+    type: list
+    elements: str
+    default: []
   validate_only:
     description:
       - Only check the options (steps, dwells, gates, watch) and return RV(plan); nothing is read

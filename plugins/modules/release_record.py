@@ -166,6 +166,18 @@ options:
   holder:
     description: With O(action=lease), O(action=renew) and O(action=release), who holds the lease (the cutover's controller).
     type: str
+  mirror:
+    description:
+      - With O(action=lease) on a second (third, ...) load balancer of the group, the primary's entry as its own
+        C(lease) call returned it (RV(entry)). A copy of it is written first to the record at O(path) - this load
+        balancer's lease record, C(/var/lib/greenflow/releases/peers/<app>.json) - and the lease is taken on the
+        copy, so that this load balancer's watchdog puts its traffic back when the cutover's controller is lost.
+        The primary's record stays the one place of truth (docs/lb-pair.md).
+      - O(action=renew) and O(action=release) on the copy need only O(path) and O(id).
+    type: dict
+  mirror_of:
+    description: With O(mirror), the primary load balancer's name, kept in the copy.
+    type: str
   lease_ttl:
     description: With O(action=lease), seconds each renewal is good for (5 to 300).
     type: float
@@ -454,6 +466,11 @@ def _lease(module, record, now):
     p = module.params
     if p["id"] is None or not p["holder"]:
         module.fail_json(msg="action=%s needs id and holder" % p["action"])
+    if p["mirror"] is not None:
+        if p["action"] == "lease":
+            rr.mirror(record, p["mirror"], p["mirror_of"] or "the first load balancer")
+        elif p["mirror"].get("id") != p["id"]:
+            module.fail_json(msg="mirror is the entry %r, but id is %r" % (p["mirror"].get("id"), p["id"]))
     entry = rr.entry(record, p["id"])
     if p["action"] == "lease":
         if not entry.get("previous_color"):
@@ -498,6 +515,8 @@ def main():
             holder=dict(type="str"),
             lease_ttl=dict(type="float", default=10),
             lease_nginx=dict(type="dict"),
+            mirror=dict(type="dict"),
+            mirror_of=dict(type="str"),
             stale_after=dict(type="int", default=7200),
             force=dict(type="bool", default=False),
             keep=dict(type="int", default=200),

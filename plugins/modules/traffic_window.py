@@ -98,6 +98,13 @@ options:
     type: list
     elements: float
     default: []
+  latency_histogram:
+    description:
+      - Also return each pool's latency histogram (RV(pools.latency_histogram)), so that the windows of several
+        load balancers' logs can be added up with exact percentiles (greenflow.platform.release_cutover with
+        O(greenflow.platform.release_cutover#action:peers)).
+    type: bool
+    default: false
   rotated_suffix:
     description: Suffix of the rotated log (logrotate's default C(.1)).
     type: str
@@ -200,6 +207,10 @@ pools:
     over_ms:
       description: For each of O(latency_thresholds_ms), responses at or over it.
       type: dict
+    latency_histogram:
+      description: With O(latency_histogram), C([ms, count]) pairs in ascending order.
+      type: list
+      elements: list
   sample:
     green:
       requests: 1204
@@ -399,6 +410,7 @@ def main():
             host=dict(type="str"),
             match=dict(type="dict"),
             latency_thresholds_ms=dict(type="list", elements="float", default=[]),
+            latency_histogram=dict(type="bool", default=False),
             rotated_suffix=dict(type="str", default=".1"),
             health_urls=dict(type="list", elements="str", default=[]),
             health_timeout=dict(type="float", default=2.0),
@@ -437,7 +449,7 @@ def main():
             p["log_path"], pools=pools, since=p["since"], position=position,
             max_lines=p["max_lines"], host=p["host"], match=p["match"],
             thresholds_ms=p["latency_thresholds_ms"], from_end=p["from_end"],
-            rotated_suffix=p["rotated_suffix"],
+            rotated_suffix=p["rotated_suffix"], histogram=p["latency_histogram"],
         )
     except (OSError, IOError) as exc:
         module.fail_json(msg="cannot read %s: %s" % (p["log_path"], exc))

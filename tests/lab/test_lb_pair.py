@@ -62,13 +62,22 @@ def wait_for_holder(lab, host, seconds=30):
 class Client:
     """vip_client.py running in the client container, in the background."""
 
-    def __init__(self, lab, seconds, path="/version"):
+    def __init__(self, lab, seconds, path="/version", stoppable=False):
+        self.lab = lab
+        self.stop_file = "/tmp/greenflow-vip-client.stop" if stoppable else ""
+        if stoppable:
+            lab.exec(CLIENT, "rm", "-f", self.stop_file)
         with open(os.path.join(HERE, "vip_client.py"), "rb") as script:
             self.proc = subprocess.Popen(
                 ["docker", "exec", "-i", lab.container(CLIENT), "python3", "-", "https://%s%s" % (lab.vip, path),
-                 "--rate", str(RATE), "--seconds", str(seconds), "--requests", str(int(RATE * seconds) + 10)],
+                 "--rate", str(RATE), "--seconds", str(seconds), "--requests", str(int(RATE * seconds) + 10),
+                 "--stop-file", self.stop_file],
                 stdin=script, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.seconds = seconds
+
+    def stop(self):
+        """End the load now (a stoppable client); result() then returns what it sent."""
+        self.lab.exec(CLIENT, "touch", self.stop_file)
 
     def result(self):
         out, err = self.proc.communicate(timeout=self.seconds + 60)
@@ -295,3 +304,155 @@ def test_bad_floating_address_settings_are_refused_before_any_change(pair_lab):
         assert "toolongpassword" not in out.replace("nginx_lb_keepalived_auth_pass=toolongpassword", "")
     assert lab.exec("lb-1", "md5sum", "/etc/keepalived/keepalived.conf") == before
     assert holders(lab) == holding
+
+
+# -- releases across both load balancers (deploy.yml and rollback.yml switch every load balancer of the group) ----
+
+APP = "demo"
+UPSTREAM_CONF = "/etc/nginx/conf.d/greenflow-upstream-%s.conf" % APP
+# deploy.yml in this lab: no PostgreSQL (no backup gate), no node exporter on the swarm nodes (no CPU and memory
+# lines); steps short enough for a test, with enough requests per step from the two sources of load below
+RELEASE = ["-e", "release_skip_backup_check=true", "-e", "pg_backup_host=swarm-manager-1",
+           "-e", "cutover_abort_cpu_percent=0", "-e", "cutover_abort_memory_percent=0",
+           "-e", '{"cutover_steps": [10, 50, 100]}', "-e", "cutover_step_seconds=6", "-e", "cutover_min_requests=20"]
+
+
+def shares_on(lab, host):
+    """The split the app's upstream file on ``host`` holds (colours with a share above 0)."""
+    text = lab.exec(host, "cat", UPSTREAM_CONF)
+    state = json.loads(re.search(r"^# greenflow-state: (.*)$", text, re.M).group(1))
+    return dict((c, v) for c, v in state["shares"].items() if v)
+
+
+def both_shares(lab):
+    return dict((host, shares_on(lab, host)) for host in LBS)
+
+
+def release_record(lab):
+    return json.loads(lab.exec("lb-1", "cat", "/var/lib/greenflow/releases/%s.json" % APP))
+
+
+def lease_copy(lab):
+    """lb-2's copy of the lease of the newest cutover (deploy.yml runs on lb-1: lb-2 is the peer)."""
+    return json.loads(lab.exec("lb-2", "cat", "/var/lib/greenflow/releases/peers/%s.json" % APP))["releases"][-1]
+
+
+def service_version(lab, colour):
+    """The swarm's version of a colour's service (it changes with every update of the service)."""
+    return lab.exec("swarm-manager-1", "docker", "service", "inspect", "%s-%s" % (APP, colour),
+                    "--format", "{{.Version.Index}}").strip()
+
+
+def under_load(lab, playbook, *args, check=True):
+    """``playbook`` under two loads at once: the client through the floating address (whichever load balancer holds
+    it) and the control node through lb-1's loopback port, so that both load balancers carry traffic. Returns
+    (proc, client samples, control node load)."""
+    client = Client(lab, 400, stoppable=True)
+    with LoadGen(lab.url("/version"), rate=20, threads=2, max_requests=20 * 400, max_seconds=400) as load:
+        time.sleep(2)
+        proc = lab.playbook(playbook, *args, check=check)
+        time.sleep(2)
+        client.stop()
+        samples = client.result()
+    return proc, samples, load
+
+
+def by_lb(samples):
+    """{(load balancer, answer): count} of the client's samples (answer: the release for a 200, else the status or
+    error)."""
+    return dict(collections.Counter((s[3] or "-", s[5] if s[2] == 200 else str(s[2] or s[4].split(":")[0]))
+                                    for s in samples))
+
+
+def test_a_release_and_a_rollback_switch_both_load_balancers_together_under_load(pair_lab):
+    lab = pair_lab
+    assert both_shares(lab) == {"lb-1": {"blue": 100}, "lb-2": {"blue": 100}}
+    holder = holders(lab)
+    proc, samples, load = under_load(lab, "playbooks/deploy.yml", "-e", "release_version=2", *RELEASE)
+    flat = " ".join(proc.stdout.split())
+    print("\n[lb pair release] deploy 1 -> 2 in %.0f s, address on %s; client: %s; control node (lb-1): %s"
+          % (proc.seconds, holder, by_lb(samples), load.summary()))
+    assert "2 load balancers switched together: lb-1, lb-2" in flat, flat[-4000:]
+    assert both_shares(lab) == {"lb-1": {"green": 100}, "lb-2": {"green": 100}}
+    failed = [s for s in samples if s[2] != 200]
+    assert samples and not failed, failed[:10]
+    assert load.summary()["failed"] == 0, load.summary()
+    # the release went through the address holder's and lb-1's logs: both versions answered on each
+    answered = set((lb, body) for lb, body in by_lb(samples))
+    assert {(holder[0], "1"), (holder[0], "2")} <= answered, answered
+    assert set(load.versions()) == {"1", "2"}, load.summary()
+    entry = release_record(lab)["releases"][-1]
+    assert (entry["action"], entry["version"], entry["outcome"]) == ("deploy", "2", "succeeded")
+    steps = [e for e in entry["timeline"] if e.get("event") == "step"]
+    assert [s["share"] for s in steps] == [10, 50, 100] and all(s["verdict"] == "pass" for s in steps), steps
+    # the copy of the lease on lb-2 was renewed with lb-1's and given back when the cutover ended
+    copy = lease_copy(lab)
+    assert (copy["id"], copy["mirror_of"], copy["lease"]["state"]) == (entry["id"], "lb-1", "done"), copy
+
+    proc, samples, load = under_load(lab, "playbooks/rollback.yml")
+    flat = " ".join(proc.stdout.split())
+    print("[lb pair rollback] 2 -> 1 in %.1f s; client: %s; control node (lb-1): %s"
+          % (proc.seconds, by_lb(samples), load.summary()))
+    assert "switched at once" in flat, flat[-3000:]
+    assert both_shares(lab) == {"lb-1": {"blue": 100}, "lb-2": {"blue": 100}}
+    failed = [s for s in samples if s[2] != 200]
+    assert samples and not failed, failed[:10]
+    assert load.summary()["failed"] == 0, load.summary()
+    tail = Client(lab, 3).result()
+    assert {s[5] for s in tail} == {"1"}, by_lb(tail)
+
+
+def test_a_load_balancer_with_a_broken_config_stops_the_release_before_any_traffic_moves(pair_lab):
+    lab = pair_lab
+    before = both_shares(lab)
+    assert before == {"lb-1": {"blue": 100}, "lb-2": {"blue": 100}}
+    green = service_version(lab, "green")
+    # a config nginx -t refuses, on the second load balancer only (what a bad hand edit leaves behind)
+    lab.exec("lb-2", "sh", "-c", "echo 'this is not nginx;' > /etc/nginx/conf.d/zz-broken.conf")
+    try:
+        proc = lab.playbook("playbooks/deploy.yml", "-e", "release_version=2", *RELEASE, check=False)
+    finally:
+        lab.exec("lb-2", "rm", "-f", "/etc/nginx/conf.d/zz-broken.conf")
+    flat = " ".join(proc.stdout.split())
+    print("\n[lb pair] lb-2 with a broken config: deploy refused in %.0f s" % proc.seconds)
+    assert proc.returncode != 0
+    assert "Check that nginx on every load balancer has a valid config" in flat, flat[-3000:]
+    assert "(item=lb-2)" in flat and "zz-broken.conf" in flat, flat[-3000:]
+    assert both_shares(lab) == before
+    assert release_record(lab)["releases"][-1]["action"] == "rollback"  # no entry was opened
+    assert service_version(lab, "green") == green  # the idle colour was not touched
+
+
+def test_a_lost_controller_is_undone_by_the_watchdog_of_each_load_balancer(pair_lab):
+    """The controller is killed mid-cutover: lb-1's watchdog puts lb-1 back and closes the entry, lb-2's watchdog
+    puts lb-2 back and closes its copy; the client through the address loses no request."""
+    lab = pair_lab
+    assert both_shares(lab) == {"lb-1": {"blue": 100}, "lb-2": {"blue": 100}}
+    client = Client(lab, 400, stoppable=True)
+    with LoadGen(lab.url("/version"), rate=20, threads=2, max_requests=20 * 400, max_seconds=400) as load:
+        deploy = lab.playbook_background("playbooks/deploy.yml", "-e", "release_version=2", *RELEASE[:-4],
+                                         "-e", '{"cutover_steps": [10, 50, 100]}', "-e", "cutover_step_seconds=30",
+                                         "-e", "cutover_min_requests=5", "-e", "cutover_lease_ttl=10")
+        deadline = time.monotonic() + 300
+        while shares_on(lab, "lb-2").get("green") != 10:
+            assert deploy.poll() is None, "the deploy ended before lb-2 had green 10 %%:\n%s" % deploy.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "lb-2 never got green 10 %"
+            time.sleep(0.2)
+        os.killpg(deploy.pid, 9)
+        lost_at = time.monotonic()
+        deploy.wait(timeout=60)
+        while both_shares(lab) != {"lb-1": {"blue": 100}, "lb-2": {"blue": 100}} and time.monotonic() < lost_at + 60:
+            time.sleep(0.2)
+        back_after = time.monotonic() - lost_at
+        time.sleep(2)
+        client.stop()
+        samples = client.result()
+    print("\n[lb pair] controller killed at green 10 %%: both load balancers back on blue %.1f s later; client: %s; "
+          "control node (lb-1): %s" % (back_after, by_lb(samples), load.summary()))
+    assert both_shares(lab) == {"lb-1": {"blue": 100}, "lb-2": {"blue": 100}}
+    entry = release_record(lab)["releases"][-1]
+    assert (entry["version"], entry["outcome"]) == ("2", "failed") and entry["reason"].startswith("controller lost")
+    copy = lease_copy(lab)
+    assert copy["id"] == entry["id"] and copy["outcome"] == "failed" and copy["lease"]["state"] == "lost", copy
+    assert [s for s in samples if s[2] != 200] == []
+    assert load.summary()["failed"] == 0, load.summary()

@@ -7,13 +7,17 @@ the load balancers' floating address, which the control node cannot reach (tests
   connect-and-answer timeout; certificates are not verified (the lab's is self-signed).
 - Paced to --rate requests/s over --threads workers; stops by itself after --seconds (at most 600) or
   --requests requests (at most 100000), whichever comes first.
-- Prints ONE JSON document at the end: {"samples": [[sent, done, status, lb, error], ...], ...}; times are the
-  wall clock (time.time(), the same clock as the control node's: containers share the kernel), status 0 when
-  no answer came, lb the X-Greenflow-LB header of the answer (which load balancer served it).
+- Prints ONE JSON document at the end: {"samples": [[sent, done, status, lb, error, body], ...], ...}; times are
+  the wall clock (time.time(), the same clock as the control node's: containers share the kernel), status 0 when
+  no answer came, lb the X-Greenflow-LB header of the answer (which load balancer served it), body the first 40
+  characters of the answer (for /version: the release that answered).
+- --stop-file PATH (in the container): stops early once that file exists (a test ends the load when its
+  playbook is done).
 """
 import argparse
 import http.client
 import json
+import os
 import socket
 import ssl
 import sys
@@ -31,10 +35,11 @@ def one(parts, context, timeout):
     try:
         conn.request("GET", parts.path or "/", headers={"Connection": "close"})
         resp = conn.getresponse()
-        resp.read()
-        return [sent, time.time(), resp.status, resp.getheader("X-Greenflow-LB", ""), ""]
+        body = resp.read(4096)
+        return [sent, time.time(), resp.status, resp.getheader("X-Greenflow-LB", ""), "",
+                body.decode("utf-8", "replace").strip()[:40]]
     except (OSError, http.client.HTTPException, socket.timeout) as exc:
-        return [sent, time.time(), 0, "", type(exc).__name__ + ": " + str(exc)[:80]]
+        return [sent, time.time(), 0, "", type(exc).__name__ + ": " + str(exc)[:80], ""]
     finally:
         conn.close()
 
@@ -47,6 +52,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--requests", type=int, default=10000)
     parser.add_argument("--timeout", type=float, default=2.0)
+    parser.add_argument("--stop-file", default="")
     args = parser.parse_args()
     seconds = min(max(args.seconds, 0.0), HARD_MAX_SECONDS)
     budget = min(max(args.requests, 0), HARD_MAX_REQUESTS)
@@ -70,7 +76,9 @@ def main():
                     return
                 state["next"] += 1
             due = start + index * interval
-            if due >= end:
+            if args.stop_file and index % 10 == 0 and os.path.exists(args.stop_file):
+                state["stopped"] = True
+            if due >= end or state.get("stopped"):
                 return
             pause = due - time.time()
             if pause > 0:

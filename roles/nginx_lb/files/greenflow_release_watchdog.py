@@ -4,7 +4,8 @@
 """greenflow-release-watchdog: the load balancer's guard over running cutovers.
 
 Installed by greenflow.platform.nginx_lb and run by systemd (greenflow-release-watchdog.service). Every
-``--interval`` seconds it reads the release records (``--records``); a cutover whose lease ran out
+``--interval`` seconds it reads the release records (``--records``, and its ``peers`` subdirectory: the
+copies of a lease a cutover holds on this load balancer when it is not the group's first); a cutover whose lease ran out
 (its controller was killed, interrupted or cut off) gets all traffic put back on the colour it came
 from, with the same switching code as the nginx_upstream module (a checked candidate, nginx -t,
 rename, graceful reload), and its entry is closed as failed with "controller lost".
@@ -65,8 +66,12 @@ def main(argv=None):
             _log("release metrics written in %s for %s" % (args.metrics_dir, ", ".join(written)))
     while True:
         acted = []
-        if os.path.isdir(args.records):
-            acted = _release_watchdog.scan(args.records, time.time, put_back, _log, metrics_dir=args.metrics_dir)
+        # the records (on the first load balancer of the group), then the copies of a lease that a cutover
+        # run from the first one holds on this one (on the others; no metrics: the record is not here)
+        for directory, metrics_dir in ((args.records, args.metrics_dir),
+                                       (os.path.join(args.records, _release_watchdog.PEER_SUBDIR), "")):
+            if os.path.isdir(directory):
+                acted += _release_watchdog.scan(directory, time.time, put_back, _log, metrics_dir=metrics_dir)
         if args.once:
             return 1 if any(what[2].startswith("put-back failed") for what in acted) else 0
         if stopping:

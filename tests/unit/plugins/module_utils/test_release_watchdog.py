@@ -85,3 +85,40 @@ def test_an_unreadable_record_is_logged_and_the_others_still_served(tmp_path):
     acted, logs = _pass(tmp_path, T0 + 11, switch)
     assert switch.calls == [("shop", "blue")]
     assert any("broken.json" in line for line in logs)
+
+
+def test_a_lease_copy_on_a_second_load_balancer_is_served_like_a_record(tmp_path):
+    """On lb-2 the cutover's lease lives in a copy of lb-1's entry, under peers/: its watchdog reads that
+    directory as it reads the records' (greenflow_release_watchdog.py scans both)."""
+    from ansible_collections.greenflow.platform.plugins.module_utils import _release_model as model
+    from ansible_collections.greenflow.platform.plugins.module_utils import _release_record as rr
+    assert wd.PEER_SUBDIR == model.PEER_SUBDIR == "peers"
+    assert model.peer_record_path("demo") == "/var/lib/greenflow/releases/peers/demo.json"
+    assert model.peer_record_path("demo", "/srv/rec/demo.json") == "/srv/rec/peers/demo.json"
+    primary = {"id": 7, "action": "deploy", "outcome": "in_progress", "version": "2", "color": "green",
+               "previous_color": "blue", "env": {"A": "1"}, "backup": {"label": "x"}}
+    peers = tmp_path / "peers"
+    peers.mkdir()
+    record = rr.empty_record("demo")
+    copy = rr.mirror(record, primary, "lb-1")
+    assert copy == {"id": 7, "action": "deploy", "outcome": "in_progress", "version": "2", "color": "green",
+                    "previous_color": "blue", "mirror_of": "lb-1"}
+    lease_mod.grant(copy, "ctl:1", "blue", "green", 10, T0)
+    (peers / "demo.json").write_text(rr.dump_record(record))
+    switch = Switch()
+    acted, _ = _pass(peers, T0 + 11, switch)
+    assert switch.calls == [("demo", "blue")] and [a[:2] for a in acted] == [("demo", 7)]
+    assert json.loads((peers / "demo.json").read_text())["releases"][-1]["outcome"] == "failed"
+
+
+def test_a_copy_replaces_an_older_one_with_the_same_id_and_needs_an_entry_in_progress():
+    import pytest
+    from ansible_collections.greenflow.platform.plugins.module_utils import _release_record as rr
+    record = rr.empty_record("demo")
+    rr.mirror(record, {"id": 1, "action": "deploy", "outcome": "in_progress", "version": "1"}, "lb-1")
+    rr.mirror(record, {"id": 1, "action": "deploy", "outcome": "in_progress", "version": "9"}, "lb-1")
+    assert [(e["id"], e["version"]) for e in record["releases"]] == [(1, "9")]
+    with pytest.raises(rr.ReleaseRecordError, match="not an entry in progress"):
+        rr.mirror(record, {"id": 2, "action": "deploy", "outcome": "succeeded"}, "lb-1")
+    with pytest.raises(rr.ReleaseRecordError, match="integer id"):
+        rr.mirror(record, {"action": "deploy"}, "lb-1")
