@@ -102,7 +102,7 @@ options:
     description:
       - Also return each pool's latency histogram (RV(pools.latency_histogram)), so that the windows of several
         load balancers' logs can be added up with exact percentiles (greenflow.platform.release_cutover with
-        O(greenflow.platform.release_cutover#action:peers)).
+        O(greenflow.platform.release_cutover#module:peers)).
     type: bool
     default: false
   rotated_suffix:

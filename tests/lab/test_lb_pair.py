@@ -171,7 +171,7 @@ def pair_lab(prefixed_lab):
     lab.playbook("playbooks/host_security.yml", "--limit", "lb")
     lab.wait_background(swarm)
     lab.lb_run = lab.playbook("playbooks/lb.yml")
-    lab.playbook("lab/load-images.yml", "-e", '{"demo_versions": ["1"]}')
+    lab.playbook("lab/load-images.yml", "-e", '{"demo_versions": ["1", "2"]}')
     # No PostgreSQL in this inventory: no backup gate (release_skip_backup_check; pg_backup_host only names a host
     # that exists - deploy.yml's delegate_to of the skipped backup tasks is templated even when they are skipped,
     # and an empty name fails under ansible-core 2.19); no node exporter on the swarm nodes: no CPU and memory
@@ -337,6 +337,14 @@ def lease_copy(lab):
     return json.loads(lab.exec("lb-2", "cat", "/var/lib/greenflow/releases/peers/%s.json" % APP))["releases"][-1]
 
 
+def colours(lab):
+    """(live, idle): the colour both load balancers send everything to, and the other one."""
+    shares = both_shares(lab)
+    live = list(shares["lb-1"])
+    assert len(live) == 1 and shares["lb-2"] == shares["lb-1"], shares
+    return live[0], "green" if live[0] == "blue" else "blue"
+
+
 def service_version(lab, colour):
     """The swarm's version of a colour's service (it changes with every update of the service)."""
     return lab.exec("swarm-manager-1", "docker", "service", "inspect", "%s-%s" % (APP, colour),
@@ -366,14 +374,14 @@ def by_lb(samples):
 
 def test_a_release_and_a_rollback_switch_both_load_balancers_together_under_load(pair_lab):
     lab = pair_lab
-    assert both_shares(lab) == {"lb-1": {"blue": 100}, "lb-2": {"blue": 100}}
+    live, idle = colours(lab)  # blue and green on a fresh lab (v1 is its first release)
     holder = holders(lab)
     proc, samples, load = under_load(lab, "playbooks/deploy.yml", "-e", "release_version=2", *RELEASE)
     flat = " ".join(proc.stdout.split())
     print("\n[lb pair release] deploy 1 -> 2 in %.0f s, address on %s; client: %s; control node (lb-1): %s"
           % (proc.seconds, holder, by_lb(samples), load.summary()))
     assert "2 load balancers switched together: lb-1, lb-2" in flat, flat[-4000:]
-    assert both_shares(lab) == {"lb-1": {"green": 100}, "lb-2": {"green": 100}}
+    assert both_shares(lab) == {"lb-1": {idle: 100}, "lb-2": {idle: 100}}
     failed = [s for s in samples if s[2] != 200]
     assert samples and not failed, failed[:10]
     assert load.summary()["failed"] == 0, load.summary()
@@ -394,7 +402,7 @@ def test_a_release_and_a_rollback_switch_both_load_balancers_together_under_load
     print("[lb pair rollback] 2 -> 1 in %.1f s; client: %s; control node (lb-1): %s"
           % (proc.seconds, by_lb(samples), load.summary()))
     assert "switched at once" in flat, flat[-3000:]
-    assert both_shares(lab) == {"lb-1": {"blue": 100}, "lb-2": {"blue": 100}}
+    assert both_shares(lab) == {"lb-1": {live: 100}, "lb-2": {live: 100}}
     failed = [s for s in samples if s[2] != 200]
     assert samples and not failed, failed[:10]
     assert load.summary()["failed"] == 0, load.summary()
@@ -404,9 +412,9 @@ def test_a_release_and_a_rollback_switch_both_load_balancers_together_under_load
 
 def test_a_load_balancer_with_a_broken_config_stops_the_release_before_any_traffic_moves(pair_lab):
     lab = pair_lab
+    live, idle = colours(lab)
     before = both_shares(lab)
-    assert before == {"lb-1": {"blue": 100}, "lb-2": {"blue": 100}}
-    green = service_version(lab, "green")
+    idle_version = service_version(lab, idle)
     # a config nginx -t refuses, on the second load balancer only (what a bad hand edit leaves behind)
     lab.exec("lb-2", "sh", "-c", "echo 'this is not nginx;' > /etc/nginx/conf.d/zz-broken.conf")
     try:
@@ -420,36 +428,37 @@ def test_a_load_balancer_with_a_broken_config_stops_the_release_before_any_traff
     assert "(item=lb-2)" in flat and "zz-broken.conf" in flat, flat[-3000:]
     assert both_shares(lab) == before
     assert release_record(lab)["releases"][-1]["action"] == "rollback"  # no entry was opened
-    assert service_version(lab, "green") == green  # the idle colour was not touched
+    assert service_version(lab, idle) == idle_version  # the idle colour was not touched
 
 
 def test_a_lost_controller_is_undone_by_the_watchdog_of_each_load_balancer(pair_lab):
     """The controller is killed mid-cutover: lb-1's watchdog puts lb-1 back and closes the entry, lb-2's watchdog
     puts lb-2 back and closes its copy; the client through the address loses no request."""
     lab = pair_lab
-    assert both_shares(lab) == {"lb-1": {"blue": 100}, "lb-2": {"blue": 100}}
+    live, idle = colours(lab)
     client = Client(lab, 400, stoppable=True)
     with LoadGen(lab.url("/version"), rate=20, threads=2, max_requests=20 * 400, max_seconds=400) as load:
         deploy = lab.playbook_background("playbooks/deploy.yml", "-e", "release_version=2", *RELEASE[:-4],
                                          "-e", '{"cutover_steps": [10, 50, 100]}', "-e", "cutover_step_seconds=30",
                                          "-e", "cutover_min_requests=5", "-e", "cutover_lease_ttl=10")
         deadline = time.monotonic() + 300
-        while shares_on(lab, "lb-2").get("green") != 10:
-            assert deploy.poll() is None, "the deploy ended before lb-2 had green 10 %%:\n%s" % deploy.stdout.read()[-3000:]
-            assert time.monotonic() < deadline, "lb-2 never got green 10 %"
+        while shares_on(lab, "lb-2").get(idle) != 10:
+            assert deploy.poll() is None, "the deploy ended before lb-2 had %s 10 %%:\n%s" % (
+                idle, deploy.stdout.read()[-3000:])
+            assert time.monotonic() < deadline, "lb-2 never got %s 10 %%" % idle
             time.sleep(0.2)
         os.killpg(deploy.pid, 9)
         lost_at = time.monotonic()
         deploy.wait(timeout=60)
-        while both_shares(lab) != {"lb-1": {"blue": 100}, "lb-2": {"blue": 100}} and time.monotonic() < lost_at + 60:
+        while both_shares(lab) != {"lb-1": {live: 100}, "lb-2": {live: 100}} and time.monotonic() < lost_at + 60:
             time.sleep(0.2)
         back_after = time.monotonic() - lost_at
         time.sleep(2)
         client.stop()
         samples = client.result()
-    print("\n[lb pair] controller killed at green 10 %%: both load balancers back on blue %.1f s later; client: %s; "
-          "control node (lb-1): %s" % (back_after, by_lb(samples), load.summary()))
-    assert both_shares(lab) == {"lb-1": {"blue": 100}, "lb-2": {"blue": 100}}
+    print("\n[lb pair] controller killed at %s 10 %%: both load balancers back on %s %.1f s later; client: %s; "
+          "control node (lb-1): %s" % (idle, live, back_after, by_lb(samples), load.summary()))
+    assert both_shares(lab) == {"lb-1": {live: 100}, "lb-2": {live: 100}}
     entry = release_record(lab)["releases"][-1]
     assert (entry["version"], entry["outcome"]) == ("2", "failed") and entry["reason"].startswith("controller lost")
     copy = lease_copy(lab)
