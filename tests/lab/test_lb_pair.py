@@ -13,6 +13,7 @@ the demo app; the lab is removed at the end. Move times and failed requests are 
 on time; asserted: the address moved, requests resumed, the failures stayed under a bound.
 """
 import collections
+import contextlib
 import json
 import os
 import re
@@ -351,18 +352,28 @@ def service_version(lab, colour):
                     "--format", "{{.Version.Index}}").strip()
 
 
+@contextlib.contextmanager
+def stopping(client):
+    """The client's load ends with the block, whatever happens in it."""
+    try:
+        yield client
+    finally:
+        client.stop()
+
+
 def under_load(lab, playbook, *args, check=True):
     """``playbook`` under two loads at once: the client through the floating address (whichever load balancer holds
     it) and the control node through lb-1's loopback port, so that both load balancers carry traffic. Returns
     (proc, client samples, control node load)."""
     client = Client(lab, 400, stoppable=True)
-    with LoadGen(lab.url("/version"), rate=20, threads=2, max_requests=20 * 400, max_seconds=400) as load:
-        time.sleep(2)
-        proc = lab.playbook(playbook, *args, check=check)
-        time.sleep(2)
-        client.stop()
-        samples = client.result()
-    return proc, samples, load
+    try:
+        with LoadGen(lab.url("/version"), rate=20, threads=2, max_requests=20 * 400, max_seconds=400) as load:
+            time.sleep(2)
+            proc = lab.playbook(playbook, *args, check=check)
+            time.sleep(2)
+    finally:
+        client.stop()  # also when the playbook failed: no load left running for the next test
+    return proc, client.result(), load
 
 
 def by_lb(samples):
@@ -396,6 +407,12 @@ def test_a_release_and_a_rollback_switch_both_load_balancers_together_under_load
     # the copy of the lease on lb-2 was renewed with lb-1's and given back when the cutover ended
     copy = lease_copy(lab)
     assert (copy["id"], copy["mirror_of"], copy["lease"]["state"]) == (entry["id"], "lb-1", "done"), copy
+
+    # a load balancer that joins the group (here: lb-2 without the app's upstream file) starts on the group's split,
+    # the first load balancer's, not on blue 100 %: lb.yml copies it
+    lab.exec("lb-2", "mv", UPSTREAM_CONF, "/root/greenflow-upstream.moved")
+    lab.playbook("playbooks/lb.yml")
+    assert both_shares(lab) == {"lb-1": {idle: 100}, "lb-2": {idle: 100}}
 
     proc, samples, load = under_load(lab, "playbooks/rollback.yml")
     flat = " ".join(proc.stdout.split())
@@ -437,7 +454,8 @@ def test_a_lost_controller_is_undone_by_the_watchdog_of_each_load_balancer(pair_
     lab = pair_lab
     live, idle = colours(lab)
     client = Client(lab, 400, stoppable=True)
-    with LoadGen(lab.url("/version"), rate=20, threads=2, max_requests=20 * 400, max_seconds=400) as load:
+    with LoadGen(lab.url("/version"), rate=20, threads=2, max_requests=20 * 400, max_seconds=400) as load, \
+            stopping(client):
         deploy = lab.playbook_background("playbooks/deploy.yml", "-e", "release_version=2", *RELEASE[:-4],
                                          "-e", '{"cutover_steps": [10, 50, 100]}', "-e", "cutover_step_seconds=30",
                                          "-e", "cutover_min_requests=5", "-e", "cutover_lease_ttl=10")
@@ -454,8 +472,7 @@ def test_a_lost_controller_is_undone_by_the_watchdog_of_each_load_balancer(pair_
             time.sleep(0.2)
         back_after = time.monotonic() - lost_at
         time.sleep(2)
-        client.stop()
-        samples = client.result()
+    samples = client.result()
     print("\n[lb pair] controller killed at %s 10 %%: both load balancers back on %s %.1f s later; client: %s; "
           "control node (lb-1): %s" % (idle, live, back_after, by_lb(samples), load.summary()))
     assert both_shares(lab) == {"lb-1": {live: 100}, "lb-2": {live: 100}}
