@@ -18,6 +18,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 
 import pytest
@@ -446,6 +447,37 @@ def test_a_load_balancer_with_a_broken_config_stops_the_release_before_any_traff
     assert both_shares(lab) == before
     assert release_record(lab)["releases"][-1]["action"] == "rollback"  # no entry was opened
     assert service_version(lab, idle) == idle_version  # the idle colour was not touched
+
+
+def test_a_rollback_names_a_load_balancer_it_cannot_switch_and_the_command_that_finishes_it(pair_lab):
+    lab = pair_lab
+    live, idle = colours(lab)
+    proc, _samples, _load = under_load(lab, "playbooks/deploy.yml", "-e", "release_version=2", *RELEASE[:-4],
+                                       "-e", '{"cutover_steps": [100]}', "-e", "cutover_step_seconds=2",
+                                       "-e", "cutover_min_requests=5")
+    assert both_shares(lab) == {"lb-1": {idle: 100}, "lb-2": {idle: 100}}
+    lab.exec("lb-2", "sh", "-c", "echo 'this is not nginx;' > /etc/nginx/conf.d/zz-broken.conf")
+    try:
+        proc, samples, load = under_load(lab, "playbooks/rollback.yml", check=False)
+    finally:
+        lab.exec("lb-2", "rm", "-f", "/etc/nginx/conf.d/zz-broken.conf")
+    flat = " ".join(proc.stdout.split())
+    print("\n[lb pair] rollback with lb-2's config broken: rc %d in %.1f s; client: %s"
+          % (proc.returncode, proc.seconds, by_lb(samples)))
+    assert proc.returncode != 0
+    assert "but lb-2 could not be switched" in flat, flat[-3000:]
+    assert "do not run rollback.yml again" in flat
+    # the first load balancer went back at once; lb-2 kept what it had; every request was answered
+    assert both_shares(lab) == {"lb-1": {live: 100}, "lb-2": {idle: 100}}
+    assert [s for s in samples if s[2] != 200] == [] and load.summary()["failed"] == 0
+    # the command the run printed (ad-hoc nginx_upstream on lb-2) finishes the rollback once lb-2 is fixed
+    assert "finish with: ansible lb-2 -m greenflow.platform.nginx_upstream" in flat, flat[-3000:]
+    finish = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible"), "-i", INVENTORY, "lb-2",
+                             "-m", "greenflow.platform.nginx_upstream",
+                             "-a", json.dumps({"app": APP, "shares": {live: 100}})],
+                            cwd=REPO_ROOT, env=lab.env, capture_output=True, text=True, timeout=300)
+    assert finish.returncode == 0, finish.stdout[-2000:]
+    assert both_shares(lab) == {"lb-1": {live: 100}, "lb-2": {live: 100}}
 
 
 def test_a_lost_controller_is_undone_by_the_watchdog_of_each_load_balancer(pair_lab):
