@@ -187,10 +187,12 @@ def test_too_few_requests_waits_up_to_the_bound_then_goes_back(nginx_lab, tmp_pa
     assert any(b["metric"] == "requests" for b in step["breaches"]), step["breaches"]
     assert "wait exhausted" in " ".join(step["reasons"])
     assert 0 < step["requests"] < 200
-    # it waited: polls past the dwell, shown once as a waiting line, and it did not wait for ever
+    # it waited: a poll after the 2 s dwell said "wait", the last one came at the end of the 4 s bound (not
+    # before it, and it did not wait for ever), and the waiting was shown once. How many polls fit in the
+    # bound depends on the machine's load (a poll took over 2 s in a loaded CI run): not asserted.
     polls = step["polls"]
-    assert [p["verdict"] for p in polls].count("wait") >= 2, polls
-    assert polls[-1]["t"] >= 2 + 4 - 1, polls
+    assert "wait" in [p["verdict"] for p in polls], polls
+    assert polls[-1]["verdict"] == "fail" and polls[-1]["t"] >= 2 + 4 - 1, polls
     assert "need 200; waiting up to 4s more" in stdout
     assert took < PLAYBOOK_TIMEOUT
     assert current_shares(lab) == {"blue": 100, "green": 0}
