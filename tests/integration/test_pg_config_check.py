@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 import pytest
 
@@ -121,11 +120,9 @@ def check(info, text, *target):
     candidate = os.path.join(info['base'], 'candidate')
     with open(candidate, 'w') as handle:
         handle.write(text)
-    started = time.monotonic()
     proc = subprocess.run([sys.executable, SCRIPT, '--bin-dir', BIN, '--conf-dir', info['conf']] + list(target)
                           + [candidate], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
                           timeout=120, check=False)
-    proc.seconds = time.monotonic() - started
     return proc
 
 
@@ -147,7 +144,6 @@ def test_a_good_pg_hba_passes(untouched):
     proc = check(untouched, GOOD_HBA + 'hostssl all "backup" 10.0.3.7/32 scram-sha-256\n', '--hba')
     assert proc.returncode == 0, proc.stderr
     assert 'throwaway server started' in proc.stdout
-    assert proc.seconds < 30
 
 
 @pytest.mark.parametrize('line,message', [
