@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -470,11 +471,11 @@ def test_a_rollback_names_a_load_balancer_it_cannot_switch_and_the_command_that_
     # the first load balancer went back at once; lb-2 kept what it had; every request was answered
     assert both_shares(lab) == {"lb-1": {live: 100}, "lb-2": {idle: 100}}
     assert [s for s in samples if s[2] != 200] == [] and load.summary()["failed"] == 0
-    # the command the run printed (ad-hoc nginx_upstream on lb-2) finishes the rollback once lb-2 is fixed
-    assert "finish with: ansible lb-2 -m greenflow.platform.nginx_upstream" in flat, flat[-3000:]
-    finish = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible"), "-i", INVENTORY, "lb-2",
-                             "-m", "greenflow.platform.nginx_upstream",
-                             "-a", json.dumps({"app": APP, "shares": {live: 100}})],
+    # the very command the run printed (ad-hoc nginx_upstream on lb-2) finishes the rollback once lb-2 is fixed
+    printed = re.search(r"finish with: (ansible lb-2 -m greenflow\.platform\.nginx_upstream -a '[^']*')", flat)
+    assert printed, flat[-3000:]
+    command = shlex.split(printed.group(1))
+    finish = subprocess.run([os.path.join(os.path.dirname(sys.executable), command[0]), "-i", INVENTORY] + command[1:],
                             cwd=REPO_ROOT, env=lab.env, capture_output=True, text=True, timeout=300)
     assert finish.returncode == 0, finish.stdout[-2000:]
     assert both_shares(lab) == {"lb-1": {live: 100}, "lb-2": {live: 100}}
